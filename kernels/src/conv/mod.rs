@@ -1,0 +1,82 @@
+//! 2-D convolution (cross-correlation, as in PyTorch) over NCHW buffers.
+//!
+//! Three kernels make up the op, and transposed convolution reuses them:
+//!
+//! | op                              | computed as                                   |
+//! |---------------------------------|-----------------------------------------------|
+//! | conv forward                    | [`reference::conv2d_forward`]                  |
+//! | conv backward w.r.t. the input  | [`reference::conv2d_backward_data`]            |
+//! | conv backward w.r.t. the weight | [`reference::conv2d_backward_weight`]          |
+//! | conv-transpose forward          | conv backward-data                             |
+//! | conv-transpose backward, input  | conv forward                                   |
+//! | conv-transpose backward, weight | conv backward-weight with the roles swapped    |
+
+pub mod reference;
+#[cfg(test)]
+mod tests;
+
+/// The shape of one convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in, kh, kw]`,
+/// output `[n, c_out, h_out, w_out]`. Pairs are `[height, width]`.
+///
+/// Output position `(oh, ow)` reads input rows `oh * stride[0] + i * dilation[0] - pad[0]` for
+/// kernel rows `i` in `0..kh` (and likewise for columns); reads outside the input are zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeom {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+    pub h_out: usize,
+    pub w_out: usize,
+}
+
+impl Conv2dGeom {
+    /// PyTorch's output size along one axis: `⌊(len + 2·pad − dil·(k − 1) − 1) / stride⌋ + 1`,
+    /// or `None` when the dilated kernel does not fit in the padded input.
+    pub fn output_len(len: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> Option<usize> {
+        let span = dilation * (k.max(1) - 1) + 1;
+        let padded = len + 2 * pad;
+        if k == 0 || stride == 0 || dilation == 0 || padded < span {
+            return None;
+        }
+        Some((padded - span) / stride + 1)
+    }
+
+    /// Sets `h_out`/`w_out` from the input size and parameters; `None` if the output is empty.
+    pub fn with_conv_output(mut self) -> Option<Self> {
+        self.h_out = Self::output_len(self.h, self.kh, self.stride[0], self.pad[0], self.dilation[0])?;
+        self.w_out = Self::output_len(self.w, self.kw, self.stride[1], self.pad[1], self.dilation[1])?;
+        Some(self)
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.n * self.c_in * self.h * self.w
+    }
+    pub fn weight_len(&self) -> usize {
+        self.c_out * self.c_in * self.kh * self.kw
+    }
+    pub fn output_len_total(&self) -> usize {
+        self.n * self.c_out * self.h_out * self.w_out
+    }
+
+    /// Multiply-adds of the forward pass, counted as two flops each (each backward pass costs
+    /// the same).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.c_out * self.h_out * self.w_out * self.c_in * self.kh * self.kw) as f64
+    }
+
+    /// Input coordinate read by output coordinate `o` and kernel tap `k` along axis `axis`
+    /// (0 = height, 1 = width), or `None` if it falls in the zero padding.
+    #[inline]
+    pub fn input_coord(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
+        let len = if axis == 0 { self.h } else { self.w };
+        let pos = (o * self.stride[axis] + k * self.dilation[axis]) as isize - self.pad[axis] as isize;
+        (pos >= 0 && (pos as usize) < len).then_some(pos as usize)
+    }
+}

@@ -1,0 +1,102 @@
+//! Hand-computed cases, and the adjoint identities that tie the three kernels together:
+//! for any `x`, `w`, `dy`,
+//! `⟨conv(x, w), dy⟩ = ⟨x, backward_data(dy, w)⟩ = ⟨w, backward_weight(x, dy)⟩`.
+
+use super::reference::*;
+use super::Conv2dGeom;
+use proptest::prelude::*;
+
+fn geom(n: usize, c_in: usize, hw: [usize; 2], c_out: usize, k: [usize; 2], s: usize, p: usize, d: usize) -> Option<Conv2dGeom> {
+    Conv2dGeom {
+        n,
+        c_in,
+        h: hw[0],
+        w: hw[1],
+        c_out,
+        kh: k[0],
+        kw: k[1],
+        stride: [s, s],
+        pad: [p, p],
+        dilation: [d, d],
+        h_out: 0,
+        w_out: 0,
+    }
+    .with_conv_output()
+}
+
+#[test]
+fn output_size_matches_pytorch_formula() {
+    // DCGAN discriminator layer: 64x64, k4 s2 p1 -> 32x32.
+    assert_eq!(Conv2dGeom::output_len(64, 4, 2, 1, 1), Some(32));
+    // Dilation 2, k3, no pad: 7 -> 3.
+    assert_eq!(Conv2dGeom::output_len(7, 3, 1, 0, 2), Some(3));
+    assert_eq!(Conv2dGeom::output_len(2, 3, 1, 0, 1), None);
+}
+
+#[test]
+fn three_by_three_by_hand() {
+    // x = 1..9 as a 3x3 image, 2x2 kernel [[1,0],[0,-1]], stride 1, no pad:
+    // y[i][j] = x[i][j] - x[i+1][j+1] = -4 everywhere.
+    let g = geom(1, 1, [3, 3], 1, [2, 2], 1, 0, 1).unwrap();
+    let x: Vec<f64> = (1..=9).map(f64::from).collect();
+    let w = [1.0, 0.0, 0.0, -1.0];
+    let mut y = vec![0.0; 4];
+    conv2d_forward(&x, &w, Some(&[0.5]), &mut y, &g);
+    assert_eq!(y, vec![-3.5; 4]);
+
+    // Padding 1, stride 2: outputs at (0,0),(0,2),(2,0),(2,2) of the padded grid.
+    // y(0,0) = x_pad(0,0) - x(0,0) = -1 ; y(0,1) = x_pad(0,2)=0 - x(0,2)=-3 ;
+    // y(1,0) = 0 - x(2,0) = -7 ; y(1,1) = x(1,1) - x(2,2) = 5 - 9 = -4.
+    let g = geom(1, 1, [3, 3], 1, [2, 2], 2, 1, 1).unwrap();
+    conv2d_forward(&x, &w, None, &mut y, &g);
+    assert_eq!(y, vec![-1.0, -3.0, -7.0, -4.0]);
+}
+
+#[test]
+fn backward_by_hand() {
+    // 1x1 input channel, 2x2 image, 2x2 kernel, padding 1 -> 3x3 output.
+    let g = geom(1, 1, [2, 2], 1, [2, 2], 1, 1, 1).unwrap();
+    let w = [1.0f64, 2.0, 3.0, 4.0];
+    // dy = 1 everywhere: each input pixel receives the sum of the whole kernel.
+    let mut dx = vec![0.0; 4];
+    conv2d_backward_data(&[1.0; 9], &w, &mut dx, &g);
+    assert_eq!(dx, vec![10.0; 4]);
+    // With dy = 1 everywhere, every tap sees every input pixel exactly once.
+    let x = [1.0f64, 2.0, 3.0, 4.0];
+    let mut dw = vec![0.0; 4];
+    conv2d_backward_weight(&x, &[1.0; 9], &mut dw, &g);
+    assert_eq!(dw, vec![10.0; 4]);
+}
+
+fn lcg(seed: &mut u64) -> f64 {
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn kernels_are_adjoint(
+        n in 1usize..3, c_in in 1usize..4, c_out in 1usize..4,
+        h in 1usize..9, w in 1usize..9, kh in 1usize..4, kw in 1usize..4,
+        s in 1usize..4, p in 0usize..3, d in 1usize..3, seed in any::<u64>(),
+    ) {
+        let Some(g) = geom(n, c_in, [h, w], c_out, [kh, kw], s, p, d) else { return Ok(()) };
+        let mut seed = seed;
+        let mut rand = |len: usize| (0..len).map(|_| lcg(&mut seed)).collect::<Vec<f64>>();
+        let (x, wt, dy) = (rand(g.input_len()), rand(g.weight_len()), rand(g.output_len_total()));
+        let mut y = vec![0.0; g.output_len_total()];
+        conv2d_forward(&x, &wt, None, &mut y, &g);
+        let mut dx = vec![0.0; g.input_len()];
+        conv2d_backward_data(&dy, &wt, &mut dx, &g);
+        let mut dw = vec![0.0; g.weight_len()];
+        conv2d_backward_weight(&x, &dy, &mut dw, &g);
+        let (lhs, via_x, via_w) = (dot(&y, &dy), dot(&x, &dx), dot(&wt, &dw));
+        prop_assert!((lhs - via_x).abs() <= 1e-12 * (1.0 + lhs.abs()), "{lhs} vs {via_x}");
+        prop_assert!((lhs - via_w).abs() <= 1e-12 * (1.0 + lhs.abs()), "{lhs} vs {via_w}");
+    }
+}

@@ -1,0 +1,4 @@
+//! Data movement: strided gathers (permute, broadcast, narrow) and strided scatters
+//! (the backward of narrow, concat).
+
+pub mod reference;

@@ -1,0 +1,3 @@
+//! Elementwise loss terms. Reductions (mean, sum) are applied by the caller.
+
+pub mod reference;

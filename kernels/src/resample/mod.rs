@@ -1,0 +1,3 @@
+//! Resampling: sub-pixel shuffle (ESPCN / SRGAN upsampling) and nearest-neighbour upsampling.
+
+pub mod reference;
