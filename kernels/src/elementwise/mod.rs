@@ -146,8 +146,6 @@ pub enum BinaryOp {
     Div,
     /// `a ^ b`
     Pow,
-    /// Elementwise maximum (NaN-propagating).
-    Maximum,
 }
 
 impl BinaryOp {
@@ -158,7 +156,6 @@ impl BinaryOp {
             BinaryOp::Mul => "mul",
             BinaryOp::Div => "div",
             BinaryOp::Pow => "pow",
-            BinaryOp::Maximum => "maximum",
         }
     }
 
@@ -170,7 +167,6 @@ impl BinaryOp {
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
             BinaryOp::Pow => a.powf(b),
-            BinaryOp::Maximum => a.max_nan(b),
         }
     }
 }

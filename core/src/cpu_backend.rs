@@ -1,0 +1,306 @@
+//! The CPU backend: dtype dispatch, buffer allocation, and the call into `gantry-kernels`.
+//!
+//! Today every function calls the reference kernel; the fast SIMD kernels plug in here.
+
+use crate::storage::{CpuElem, CpuStorage};
+use crate::{DType, Error, Result};
+use gantry_kernels::batch_norm::BatchNormGeom;
+use gantry_kernels::conv::Conv2dGeom;
+use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom, UnaryOp};
+use gantry_kernels::gemm::GemmGeom;
+use gantry_kernels::reference as k;
+use half::{bf16, f16};
+
+/// Runs `$body` with `$T` bound to the Rust type of `$dtype` (f32 or f64); other dtypes are an
+/// error naming `$op`.
+macro_rules! with_float {
+    ($op:expr, $dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            d => Err(Error::unsupported_dtype($op, d)),
+        }
+    };
+}
+
+/// Views `s` as `[T]`; the caller has checked dtypes agree, so a mismatch here is a bug.
+fn view<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage) -> Result<&'a [T]> {
+    T::slice(s).ok_or_else(|| Error::dtype_mismatch(op, T::DTYPE, s.dtype()))
+}
+
+fn zeros<T: CpuElem + Default + Clone>(len: usize) -> Vec<T> {
+    vec![T::default(); len]
+}
+
+pub fn to_dtype(s: &CpuStorage, dtype: DType) -> CpuStorage {
+    if s.dtype() == dtype {
+        return s.clone();
+    }
+    match (s, dtype) {
+        // Direct conversions keep f32 <-> f16/bf16 rounding exact (no f64 detour needed, but
+        // it would give the same result; these are just faster).
+        (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+        (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        _ => CpuStorage::from_f64_iter(dtype, s.to_f64_vec().into_iter()),
+    }
+}
+
+pub fn unary(x: &CpuStorage, op: UnaryOp) -> Result<CpuStorage> {
+    with_float!(op.name(), x.dtype(), T => {
+        let x = view::<T>(op.name(), x)?;
+        let mut y = zeros::<T>(x.len());
+        k::unary(op, x, &mut y);
+        Ok(T::wrap(y))
+    })
+}
+
+pub fn unary_backward(x: &CpuStorage, y: &CpuStorage, dy: &CpuStorage, op: UnaryOp) -> Result<CpuStorage> {
+    with_float!(op.name(), x.dtype(), T => {
+        let n = op.name();
+        let (x, y, dy) = (view::<T>(n, x)?, view::<T>(n, y)?, view::<T>(n, dy)?);
+        let mut dx = zeros::<T>(x.len());
+        k::unary_backward(op, x, y, dy, &mut dx);
+        Ok(T::wrap(dx))
+    })
+}
+
+pub fn binary(a: &CpuStorage, b: &CpuStorage, geom: &BroadcastGeom, op: BinaryOp) -> Result<CpuStorage> {
+    with_float!(op.name(), a.dtype(), T => {
+        let (a, b) = (view::<T>(op.name(), a)?, view::<T>(op.name(), b)?);
+        let mut out = zeros::<T>(geom.out_len());
+        k::binary(op, a, b, geom, &mut out);
+        Ok(T::wrap(out))
+    })
+}
+
+pub fn sum_axes(x: &CpuStorage, shape: &[usize], axes: &[usize]) -> Result<CpuStorage> {
+    with_float!("sum", x.dtype(), T => {
+        let x = view::<T>("sum", x)?;
+        let out_len = gantry_kernels::reduce::reduced_shape(shape, axes).iter().product();
+        let mut out = zeros::<T>(out_len);
+        k::sum_axes(x, shape, axes, &mut out);
+        Ok(T::wrap(out))
+    })
+}
+
+pub fn max_axis(x: &CpuStorage, shape: &[usize], axis: usize) -> Result<(CpuStorage, CpuStorage)> {
+    with_float!("max", x.dtype(), T => {
+        let x = view::<T>("max", x)?;
+        let len = x.len() / shape[axis].max(1);
+        let (mut v, mut i) = (zeros::<T>(len), vec![0u32; len]);
+        k::max_axis(x, shape, axis, &mut v, &mut i);
+        Ok((T::wrap(v), CpuStorage::U32(i)))
+    })
+}
+
+pub fn max_axis_backward(dy: &CpuStorage, indices: &CpuStorage, shape: &[usize], axis: usize) -> Result<CpuStorage> {
+    with_float!("max_backward", dy.dtype(), T => {
+        let dy = view::<T>("max_backward", dy)?;
+        let idx = view::<u32>("max_backward", indices)?;
+        let mut dx = zeros::<T>(shape.iter().product());
+        k::max_axis_backward(dy, idx, shape, axis, &mut dx);
+        Ok(T::wrap(dx))
+    })
+}
+
+pub fn gather(src: &CpuStorage, offset: usize, strides: &[usize], shape: &[usize]) -> CpuStorage {
+    fn go<T: CpuElem + Default + Clone>(v: &[T], offset: usize, strides: &[usize], shape: &[usize]) -> CpuStorage {
+        let mut out = zeros::<T>(shape.iter().product());
+        k::gather_strided(v, offset, strides, shape, &mut out);
+        T::wrap(out)
+    }
+    match src {
+        CpuStorage::F32(v) => go(v, offset, strides, shape),
+        CpuStorage::F64(v) => go(v, offset, strides, shape),
+        CpuStorage::F16(v) => go(v, offset, strides, shape),
+        CpuStorage::BF16(v) => go(v, offset, strides, shape),
+        CpuStorage::U32(v) => go(v, offset, strides, shape),
+    }
+}
+
+pub fn scatter(dst: &mut CpuStorage, src: &CpuStorage, offset: usize, strides: &[usize], shape: &[usize], accumulate: bool) -> Result<()> {
+    if dst.dtype() != src.dtype() {
+        return Err(Error::dtype_mismatch("scatter", dst.dtype(), src.dtype()));
+    }
+    with_float!("scatter", src.dtype(), T => {
+        let s = view::<T>("scatter", src)?;
+        let d = T::slice_mut(dst).expect("dtype checked above");
+        if accumulate {
+            k::scatter_add_strided(s, d, offset, strides, shape);
+        } else {
+            k::scatter_strided(s, d, offset, strides, shape);
+        }
+        Ok(())
+    })
+}
+
+pub fn matmul(a: &CpuStorage, b: &CpuStorage, geom: &GemmGeom) -> Result<CpuStorage> {
+    with_float!("matmul", a.dtype(), T => {
+        let (a, b) = (view::<T>("matmul", a)?, view::<T>("matmul", b)?);
+        let mut c = zeros::<T>(geom.batch * geom.m * geom.n);
+        k::matmul(a, b, &mut c, geom);
+        Ok(T::wrap(c))
+    })
+}
+
+pub fn conv2d(x: &CpuStorage, w: &CpuStorage, bias: Option<&CpuStorage>, geom: &Conv2dGeom) -> Result<CpuStorage> {
+    with_float!("conv2d", x.dtype(), T => {
+        let (x, w) = (view::<T>("conv2d", x)?, view::<T>("conv2d", w)?);
+        let bias = bias.map(|b| view::<T>("conv2d", b)).transpose()?;
+        let mut y = zeros::<T>(geom.output_len_total());
+        k::conv2d_forward(x, w, bias, &mut y, geom);
+        Ok(T::wrap(y))
+    })
+}
+
+pub fn conv2d_backward_data(dy: &CpuStorage, w: &CpuStorage, geom: &Conv2dGeom) -> Result<CpuStorage> {
+    let op = "conv2d_backward_data";
+    with_float!(op, dy.dtype(), T => {
+        let (dy, w) = (view::<T>(op, dy)?, view::<T>(op, w)?);
+        let mut dx = zeros::<T>(geom.input_len());
+        k::conv2d_backward_data(dy, w, &mut dx, geom);
+        Ok(T::wrap(dx))
+    })
+}
+
+pub fn conv2d_backward_weight(x: &CpuStorage, dy: &CpuStorage, geom: &Conv2dGeom) -> Result<CpuStorage> {
+    let op = "conv2d_backward_weight";
+    with_float!(op, x.dtype(), T => {
+        let (x, dy) = (view::<T>(op, x)?, view::<T>(op, dy)?);
+        let mut dw = zeros::<T>(geom.weight_len());
+        k::conv2d_backward_weight(x, dy, &mut dw, geom);
+        Ok(T::wrap(dw))
+    })
+}
+
+pub fn batch_norm_stats(x: &CpuStorage, geom: &BatchNormGeom) -> Result<(CpuStorage, CpuStorage)> {
+    with_float!("batch_norm", x.dtype(), T => {
+        let x = view::<T>("batch_norm", x)?;
+        let (mut m, mut v) = (zeros::<T>(geom.c), zeros::<T>(geom.c));
+        k::batch_norm_stats(x, geom, &mut m, &mut v);
+        Ok((T::wrap(m), T::wrap(v)))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward(
+    x: &CpuStorage,
+    mean: &CpuStorage,
+    var: &CpuStorage,
+    w: Option<&CpuStorage>,
+    b: Option<&CpuStorage>,
+    eps: f64,
+    geom: &BatchNormGeom,
+) -> Result<CpuStorage> {
+    let op = "batch_norm";
+    with_float!(op, x.dtype(), T => {
+        let (x, mean, var) = (view::<T>(op, x)?, view::<T>(op, mean)?, view::<T>(op, var)?);
+        let w = w.map(|s| view::<T>(op, s)).transpose()?;
+        let b = b.map(|s| view::<T>(op, s)).transpose()?;
+        let mut y = zeros::<T>(x.len());
+        k::batch_norm_forward(x, mean, var, w, b, eps, geom, &mut y);
+        Ok(T::wrap(y))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward(
+    x: &CpuStorage,
+    dy: &CpuStorage,
+    mean: &CpuStorage,
+    var: &CpuStorage,
+    w: Option<&CpuStorage>,
+    eps: f64,
+    training: bool,
+    geom: &BatchNormGeom,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+    let op = "batch_norm_backward";
+    with_float!(op, x.dtype(), T => {
+        let (x, dy) = (view::<T>(op, x)?, view::<T>(op, dy)?);
+        let (mean, var) = (view::<T>(op, mean)?, view::<T>(op, var)?);
+        let w = w.map(|s| view::<T>(op, s)).transpose()?;
+        let (mut dx, mut dw, mut db) = (zeros::<T>(x.len()), zeros::<T>(geom.c), zeros::<T>(geom.c));
+        k::batch_norm_backward(x, dy, mean, var, w, eps, training, geom, &mut dx, &mut dw, &mut db);
+        Ok((T::wrap(dx), T::wrap(dw), T::wrap(db)))
+    })
+}
+
+pub fn prelu(x: &CpuStorage, w: &CpuStorage, [n, c, inner]: [usize; 3]) -> Result<CpuStorage> {
+    with_float!("prelu", x.dtype(), T => {
+        let (x, w) = (view::<T>("prelu", x)?, view::<T>("prelu", w)?);
+        let mut y = zeros::<T>(x.len());
+        k::prelu_forward(x, w, n, c, inner, &mut y);
+        Ok(T::wrap(y))
+    })
+}
+
+pub fn prelu_backward(x: &CpuStorage, w: &CpuStorage, dy: &CpuStorage, [n, c, inner]: [usize; 3]) -> Result<(CpuStorage, CpuStorage)> {
+    let op = "prelu_backward";
+    with_float!(op, x.dtype(), T => {
+        let (x, w, dy) = (view::<T>(op, x)?, view::<T>(op, w)?, view::<T>(op, dy)?);
+        let (mut dx, mut dw) = (zeros::<T>(x.len()), zeros::<T>(w.len()));
+        k::prelu_backward(x, w, dy, n, c, inner, &mut dx, &mut dw);
+        Ok((T::wrap(dx), T::wrap(dw)))
+    })
+}
+
+pub fn pixel_shuffle(x: &CpuStorage, [n, c, h, w]: [usize; 4], r: usize, inverse: bool) -> CpuStorage {
+    fn go<T: CpuElem + Default + Clone>(x: &[T], [n, c, h, w]: [usize; 4], r: usize, inverse: bool) -> CpuStorage {
+        let mut y = zeros::<T>(x.len());
+        if inverse {
+            k::pixel_unshuffle(x, n, c, h, w, r, &mut y);
+        } else {
+            k::pixel_shuffle(x, n, c, h, w, r, &mut y);
+        }
+        T::wrap(y)
+    }
+    let d = [n, c, h, w];
+    match x {
+        CpuStorage::F32(v) => go(v, d, r, inverse),
+        CpuStorage::F64(v) => go(v, d, r, inverse),
+        CpuStorage::F16(v) => go(v, d, r, inverse),
+        CpuStorage::BF16(v) => go(v, d, r, inverse),
+        CpuStorage::U32(v) => go(v, d, r, inverse),
+    }
+}
+
+pub fn upsample_nearest2d(x: &CpuStorage, [planes, h, w]: [usize; 3], scale: [usize; 2], backward: bool) -> Result<CpuStorage> {
+    with_float!("upsample_nearest2d", x.dtype(), T => {
+        let x = view::<T>("upsample_nearest2d", x)?;
+        let small = planes * h * w;
+        if backward {
+            let mut dx = zeros::<T>(small);
+            k::upsample_nearest2d_backward(x, planes, h, w, scale, &mut dx);
+            Ok(T::wrap(dx))
+        } else {
+            let mut y = zeros::<T>(small * scale[0] * scale[1]);
+            k::upsample_nearest2d(x, planes, h, w, scale, &mut y);
+            Ok(T::wrap(y))
+        }
+    })
+}
+
+pub fn bce_with_logits(x: &CpuStorage, t: &CpuStorage) -> Result<CpuStorage> {
+    with_float!("bce_with_logits", x.dtype(), T => {
+        let (x, t) = (view::<T>("bce_with_logits", x)?, view::<T>("bce_with_logits", t)?);
+        let mut out = zeros::<T>(x.len());
+        k::bce_with_logits(x, t, &mut out);
+        Ok(T::wrap(out))
+    })
+}
+
+pub fn bce_with_logits_backward(x: &CpuStorage, t: &CpuStorage, dy: &CpuStorage) -> Result<(CpuStorage, CpuStorage)> {
+    let op = "bce_with_logits_backward";
+    with_float!(op, x.dtype(), T => {
+        let (x, t, dy) = (view::<T>(op, x)?, view::<T>(op, t)?, view::<T>(op, dy)?);
+        let (mut dx, mut dt) = (zeros::<T>(x.len()), zeros::<T>(x.len()));
+        k::bce_with_logits_backward(x, t, dy, &mut dx, &mut dt);
+        Ok((T::wrap(dx), T::wrap(dt)))
+    })
+}

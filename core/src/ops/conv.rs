@@ -1,0 +1,224 @@
+//! Convolution and transposed convolution.
+
+use super::{check_float, check_same};
+use crate::storage::Storage;
+use crate::{Error, Result, Tensor};
+use gantry_kernels::conv::Conv2dGeom;
+use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom};
+
+/// Parameters of [`Tensor::conv2d`], as `[height, width]` pairs. Default: stride 1, no
+/// padding, no dilation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams { stride: [1, 1], padding: [0, 0], dilation: [1, 1] }
+    }
+}
+
+impl Conv2dParams {
+    /// Square stride and padding, no dilation (`Conv2dParams::new(2, 1)` is DCGAN's).
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2dParams { stride: [stride; 2], padding: [padding; 2], dilation: [1, 1] }
+    }
+    pub fn with_dilation(self, dilation: usize) -> Self {
+        Conv2dParams { dilation: [dilation; 2], ..self }
+    }
+}
+
+/// Parameters of [`Tensor::conv_transpose2d`]. `output_padding` adds rows/columns at the
+/// bottom/right of the output (it picks among the output sizes a strided conv maps to the
+/// same input size); it must be smaller than the stride or the dilation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dParams {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub output_padding: [usize; 2],
+    pub dilation: [usize; 2],
+}
+
+impl Default for ConvTranspose2dParams {
+    fn default() -> Self {
+        ConvTranspose2dParams { stride: [1, 1], padding: [0, 0], output_padding: [0, 0], dilation: [1, 1] }
+    }
+}
+
+impl ConvTranspose2dParams {
+    /// Square stride and padding (`ConvTranspose2dParams::new(2, 1)` is DCGAN's upsampler).
+    pub fn new(stride: usize, padding: usize) -> Self {
+        ConvTranspose2dParams { stride: [stride; 2], padding: [padding; 2], ..Default::default() }
+    }
+    pub fn with_output_padding(self, output_padding: usize) -> Self {
+        ConvTranspose2dParams { output_padding: [output_padding; 2], ..self }
+    }
+    pub fn with_dilation(self, dilation: usize) -> Self {
+        ConvTranspose2dParams { dilation: [dilation; 2], ..self }
+    }
+}
+
+fn check_conv_args(op: &'static str, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: [usize; 2], dilation: [usize; 2]) -> Result<()> {
+    let mut all = vec![x, w];
+    all.extend(bias);
+    check_same(op, &all)?;
+    check_float(op, x)?;
+    if x.rank() != 4 {
+        return Err(Error::shape(op, format!("input must be 4-D [n, c, h, w], got {}", x.shape())));
+    }
+    if w.rank() != 4 {
+        return Err(Error::shape(op, format!("weight must be 4-D, got {}", w.shape())));
+    }
+    if stride.contains(&0) || dilation.contains(&0) {
+        return Err(Error::invalid(op, format!("stride {stride:?} and dilation {dilation:?} must be positive")));
+    }
+    Ok(())
+}
+
+/// Adds `bias[c]` to every element of channel `c` of an NCHW buffer.
+fn add_channel_bias(y: Storage, dims: [usize; 4], bias: &Tensor) -> Result<Storage> {
+    let geom = BroadcastGeom::new(&dims, &[1, dims[1], 1, 1]).expect("bias shape broadcasts");
+    y.binary(&bias.storage(), &geom, BinaryOp::Add)
+}
+
+impl Tensor {
+    /// 2-D convolution (cross-correlation, as PyTorch's `conv2d`): input `[n, c_in, h, w]`,
+    /// weight `[c_out, c_in, kh, kw]`, optional bias `[c_out]` → `[n, c_out, h_out, w_out]`.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+        let op = "conv2d";
+        check_conv_args(op, self, weight, bias, p.stride, p.dilation)?;
+        let (x, w) = (self.dims(), weight.dims());
+        if x[1] != w[1] {
+            return Err(Error::shape(
+                op,
+                format!("input has {} channels but weight expects {} (input {}, weight {})", x[1], w[1], self.shape(), weight.shape()),
+            ));
+        }
+        if let Some(b) = bias {
+            if b.dims() != [w[0]] {
+                return Err(Error::shape(op, format!("bias must have shape [{}], got {}", w[0], b.shape())));
+            }
+        }
+        let geom = Conv2dGeom {
+            n: x[0],
+            c_in: x[1],
+            h: x[2],
+            w: x[3],
+            c_out: w[0],
+            kh: w[2],
+            kw: w[3],
+            stride: p.stride,
+            pad: p.padding,
+            dilation: p.dilation,
+            h_out: 0,
+            w_out: 0,
+        }
+        .with_conv_output()
+        .ok_or_else(|| {
+            Error::shape(
+                op,
+                format!(
+                    "input {} padded by {:?} is smaller than the kernel {}x{} dilated by {:?}",
+                    self.shape(),
+                    p.padding,
+                    w[2],
+                    w[3],
+                    p.dilation
+                ),
+            )
+        })?;
+        let y = self.storage().conv2d(&weight.storage(), bias.map(|b| b.storage()).as_deref(), &geom)?;
+        let out_dims = [geom.n, geom.c_out, geom.h_out, geom.w_out];
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(Tensor::from_op(y, out_dims, op, &inputs, move |ctx| {
+            let (x, w, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
+            let dx = ctx
+                .needs(0)
+                .then(|| Ok::<_, Error>(Tensor::from_storage(g.storage().conv2d_backward_data(&w.storage(), &geom)?, x.shape().clone())))
+                .transpose()?;
+            let dw = ctx
+                .needs(1)
+                .then(|| Ok::<_, Error>(Tensor::from_storage(x.storage().conv2d_backward_weight(&g.storage(), &geom)?, w.shape().clone())))
+                .transpose()?;
+            let db = ctx.needs(2).then(|| g.sum(&[0, 2, 3], false)).transpose()?;
+            Ok(vec![dx, dw, db])
+        }))
+    }
+
+    /// 2-D transposed convolution (PyTorch's `conv_transpose2d`): input `[n, c_in, h, w]`,
+    /// weight `[c_in, c_out, kh, kw]`, optional bias `[c_out]` → `[n, c_out, H, W]` with
+    /// `H = (h − 1)·stride − 2·pad + dilation·(kh − 1) + output_padding + 1`.
+    ///
+    /// It is the adjoint of a convolution from `[n, c_out, H, W]` to `[n, c_in, h, w]` with the
+    /// same weight, so forward runs conv backward-data, the input gradient runs conv forward,
+    /// and the weight gradient runs conv backward-weight with the roles of input and output
+    /// gradient swapped.
+    pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: ConvTranspose2dParams) -> Result<Tensor> {
+        let op = "conv_transpose2d";
+        check_conv_args(op, self, weight, bias, p.stride, p.dilation)?;
+        let (x, w) = (self.dims(), weight.dims());
+        if x[1] != w[0] {
+            return Err(Error::shape(
+                op,
+                format!("input has {} channels but weight expects {} (input {}, weight {})", x[1], w[0], self.shape(), weight.shape()),
+            ));
+        }
+        if let Some(b) = bias {
+            if b.dims() != [w[1]] {
+                return Err(Error::shape(op, format!("bias must have shape [{}], got {}", w[1], b.shape())));
+            }
+        }
+        let mut out_hw = [0; 2];
+        for a in 0..2 {
+            if p.output_padding[a] >= p.stride[a] && p.output_padding[a] >= p.dilation[a] {
+                return Err(Error::invalid(
+                    op,
+                    format!("output_padding {:?} must be smaller than stride {:?} or dilation {:?}", p.output_padding, p.stride, p.dilation),
+                ));
+            }
+            let full = (x[2 + a] - 1) * p.stride[a] + p.dilation[a] * (w[2 + a] - 1) + p.output_padding[a] + 1;
+            out_hw[a] = full.checked_sub(2 * p.padding[a]).filter(|&v| v > 0).ok_or_else(|| {
+                Error::shape(op, format!("padding {:?} leaves no output for input {} and weight {}", p.padding, self.shape(), weight.shape()))
+            })?;
+        }
+        // The convolution this op is the adjoint of.
+        let geom = Conv2dGeom {
+            n: x[0],
+            c_in: w[1],
+            h: out_hw[0],
+            w: out_hw[1],
+            c_out: w[0],
+            kh: w[2],
+            kw: w[3],
+            stride: p.stride,
+            pad: p.padding,
+            dilation: p.dilation,
+            h_out: x[2],
+            w_out: x[3],
+        };
+        let out_dims = [geom.n, geom.c_in, geom.h, geom.w];
+        let mut y = self.storage().conv2d_backward_data(&weight.storage(), &geom)?;
+        if let Some(b) = bias {
+            y = add_channel_bias(y, out_dims, b)?;
+        }
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(Tensor::from_op(y, out_dims, op, &inputs, move |ctx| {
+            let (x, w, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
+            let dx = ctx
+                .needs(0)
+                .then(|| Ok::<_, Error>(Tensor::from_storage(g.storage().conv2d(&w.storage(), None, &geom)?, x.shape().clone())))
+                .transpose()?;
+            let dw = ctx
+                .needs(1)
+                .then(|| Ok::<_, Error>(Tensor::from_storage(g.storage().conv2d_backward_weight(&x.storage(), &geom)?, w.shape().clone())))
+                .transpose()?;
+            let db = ctx.needs(2).then(|| g.sum(&[0, 2, 3], false)).transpose()?;
+            Ok(vec![dx, dw, db])
+        }))
+    }
+}

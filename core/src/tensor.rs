@@ -1,0 +1,334 @@
+//! The [`Tensor`] handle: construction, accessors and conversions. The ops live in `ops/`.
+
+use crate::autograd::{self, BackwardCtx, Node};
+use crate::storage::{CpuElem, CpuStorage, Storage};
+use crate::{DType, Device, Error, Result, Rng, Shape};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// A unique tensor identity: the key of a [`crate::GradStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(u64);
+
+impl TensorId {
+    fn fresh() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TensorId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// An n-dimensional array on a device, with an optional record of the op that made it.
+///
+/// Cloning is cheap (an `Arc`). A tensor is one of three kinds:
+/// - a **constant** (data, or anything computed from constants only): no gradient is tracked;
+/// - a **variable** ([`Tensor::variable`]): a leaf the gradient is computed for (a parameter);
+/// - an **op output** computed from at least one tracked tensor: it keeps its inputs and a
+///   backward rule, so `loss.backward()` can walk back to the variables.
+///
+/// Storage is contiguous, row-major. `reshape` and `detach` share storage with their source;
+/// other view-like ops copy.
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<TensorInner>);
+
+pub(crate) struct TensorInner {
+    id: TensorId,
+    storage: Arc<RwLock<Storage>>,
+    shape: Shape,
+    grad: GradKind,
+}
+
+pub(crate) enum GradKind {
+    Constant,
+    Variable,
+    Op(Node),
+}
+
+impl Tensor {
+    // ---------------------------------------------------------------- construction
+
+    fn make(storage: Arc<RwLock<Storage>>, shape: Shape, grad: GradKind) -> Tensor {
+        Tensor(Arc::new(TensorInner { id: TensorId::fresh(), storage, shape, grad }))
+    }
+
+    /// A constant over `storage`, whose length the caller guarantees equals the shape's.
+    pub(crate) fn from_storage(storage: Storage, shape: impl Into<Shape>) -> Tensor {
+        let shape = shape.into();
+        debug_assert_eq!(storage.len(), shape.elem_count());
+        Self::make(Arc::new(RwLock::new(storage)), shape, GradKind::Constant)
+    }
+
+    /// The output of an op: records `inputs` and `backward` if gradients are enabled and any
+    /// input is tracked, otherwise returns a constant.
+    ///
+    /// `backward` receives the inputs, the output and the output's gradient, and returns one
+    /// optional gradient per input. It must not capture `inputs` or the output itself (the
+    /// node already holds the inputs, and capturing the output would leak a cycle).
+    pub(crate) fn from_op(
+        storage: Storage,
+        shape: impl Into<Shape>,
+        name: &'static str,
+        inputs: &[&Tensor],
+        backward: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        let shape = shape.into();
+        debug_assert_eq!(storage.len(), shape.elem_count(), "{name}");
+        let record = autograd::is_grad_enabled() && inputs.iter().any(|t| t.tracks_grad());
+        let grad = if record {
+            GradKind::Op(Node {
+                name,
+                inputs: inputs.iter().map(|&t| t.clone()).collect(),
+                backward: Box::new(backward),
+            })
+        } else {
+            GradKind::Constant
+        };
+        Self::make(Arc::new(RwLock::new(storage)), shape, grad)
+    }
+
+    /// Like [`Tensor::from_op`], but the output shares `self`'s storage under a new shape
+    /// (used by reshape).
+    pub(crate) fn share_op(
+        &self,
+        shape: Shape,
+        name: &'static str,
+        backward: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        let grad = if autograd::is_grad_enabled() && self.tracks_grad() {
+            GradKind::Op(Node { name, inputs: vec![self.clone()], backward: Box::new(backward) })
+        } else {
+            GradKind::Constant
+        };
+        Self::make(self.0.storage.clone(), shape, grad)
+    }
+
+    /// A constant tensor holding `data` in the given shape on `device`.
+    pub fn from_vec<T: CpuElem>(data: Vec<T>, shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
+        let shape = shape.into();
+        if data.len() != shape.elem_count() {
+            return Err(Error::shape(
+                "from_vec",
+                format!("{} values cannot fill shape {shape} ({} elements)", data.len(), shape.elem_count()),
+            ));
+        }
+        device.check_available("from_vec")?;
+        Ok(Self::from_storage(Storage::Cpu(T::wrap(data)), shape))
+    }
+
+    /// A constant tensor copied from a slice.
+    pub fn from_slice<T: CpuElem>(data: &[T], shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
+        Self::from_vec(data.to_vec(), shape, device)
+    }
+
+    /// A 0-d tensor.
+    pub fn scalar(value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(value, (), dtype, device)
+    }
+
+    /// A constant tensor with every element `value`.
+    pub fn full(value: f64, shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        let shape = shape.into();
+        Ok(Self::from_storage(Storage::full(device, dtype, shape.elem_count(), value)?, shape))
+    }
+
+    pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(0.0, shape, dtype, device)
+    }
+
+    pub fn ones(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        Self::full(1.0, shape, dtype, device)
+    }
+
+    /// Zeros of this tensor's shape, dtype and device.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Self::zeros(self.shape(), self.dtype(), self.device())
+    }
+
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Self::ones(self.shape(), self.dtype(), self.device())
+    }
+
+    /// `0, 1, …, n − 1`.
+    pub fn arange(n: usize, dtype: DType, device: Device) -> Result<Tensor> {
+        device.check_available("arange")?;
+        let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| i as f64));
+        Ok(Self::from_storage(Storage::Cpu(s), n))
+    }
+
+    /// Normal samples with the given mean and standard deviation, drawn from `rng` in row-major
+    /// order (so the same seed gives the same tensor on every machine).
+    pub fn randn(shape: impl Into<Shape>, mean: f64, std: f64, dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
+        let shape = shape.into();
+        device.check_available("randn")?;
+        let s = CpuStorage::from_f64_iter(dtype, (0..shape.elem_count()).map(|_| mean + std * rng.normal()));
+        Ok(Self::from_storage(Storage::Cpu(s), shape))
+    }
+
+    /// Uniform samples in `[lo, hi)`, drawn from `rng` in row-major order.
+    pub fn rand(shape: impl Into<Shape>, lo: f64, hi: f64, dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
+        let shape = shape.into();
+        device.check_available("rand")?;
+        let s = CpuStorage::from_f64_iter(dtype, (0..shape.elem_count()).map(|_| rng.uniform_range(lo, hi)));
+        Ok(Self::from_storage(Storage::Cpu(s), shape))
+    }
+
+    // ---------------------------------------------------------------- autograd kinds
+
+    /// A new leaf **variable** sharing this tensor's storage: gradients are computed for it.
+    pub fn variable(&self) -> Tensor {
+        Self::make(self.0.storage.clone(), self.shape().clone(), GradKind::Variable)
+    }
+
+    /// A constant sharing this tensor's storage, cut off from the graph: no gradient flows
+    /// through it (`G(z).detach()` when training the discriminator).
+    pub fn detach(&self) -> Tensor {
+        Self::make(self.0.storage.clone(), self.shape().clone(), GradKind::Constant)
+    }
+
+    pub fn is_variable(&self) -> bool {
+        matches!(self.0.grad, GradKind::Variable)
+    }
+
+    /// Whether gradients flow to or through this tensor (a variable or a recorded op output).
+    pub fn tracks_grad(&self) -> bool {
+        !matches!(self.0.grad, GradKind::Constant)
+    }
+
+    pub(crate) fn node(&self) -> Option<&Node> {
+        match &self.0.grad {
+            GradKind::Op(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The name of the op that produced this tensor, if it was recorded.
+    pub fn op_name(&self) -> Option<&'static str> {
+        self.node().map(|n| n.name)
+    }
+
+    // ---------------------------------------------------------------- accessors
+
+    /// How many handles share this tensor (clones, and graph nodes that hold it as an input).
+    /// A diagnostic: it shows whether a graph has been freed.
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
+    pub fn id(&self) -> TensorId {
+        self.0.id
+    }
+    pub fn shape(&self) -> &Shape {
+        &self.0.shape
+    }
+    pub fn dims(&self) -> &[usize] {
+        self.0.shape.dims()
+    }
+    pub fn rank(&self) -> usize {
+        self.0.shape.rank()
+    }
+    pub fn elem_count(&self) -> usize {
+        self.0.shape.elem_count()
+    }
+    pub fn dtype(&self) -> DType {
+        self.storage().dtype()
+    }
+    pub fn device(&self) -> Device {
+        self.storage().device()
+    }
+
+    /// Read access to the storage. It is shared by every tensor made with `reshape`, `detach`
+    /// or `variable` from the same source.
+    pub fn storage(&self) -> RwLockReadGuard<'_, Storage> {
+        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write access to the storage, for in-place updates such as an optimizer step. Every
+    /// tensor sharing the storage sees the change, including graphs already recorded: update
+    /// parameters only after the backward pass that used them.
+    pub fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
+        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Overwrites this tensor's values with `src`'s (same shape, dtype and device). Refused for
+    /// op outputs in a recorded graph, whose values the backward pass may still need.
+    pub fn set(&self, src: &Tensor) -> Result<()> {
+        if self.node().is_some() {
+            return Err(Error::invalid("set", "tensor is the output of a recorded op; detach() it first"));
+        }
+        if self.shape() != src.shape() {
+            return Err(Error::shape("set", format!("source shape {} differs from destination {}", src.shape(), self.shape())));
+        }
+        crate::ops::check_same("set", &[self, src])?;
+        // Copy first: `src` may share this storage, and holding its read lock while taking the
+        // write lock would deadlock.
+        let data = src.storage().clone();
+        *self.storage_mut() = data;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- data out
+
+    /// The elements in row-major order. The tensor's dtype must be `T`'s.
+    pub fn to_vec<T: CpuElem>(&self) -> Result<Vec<T>> {
+        let cpu = self.storage().to_cpu()?;
+        T::slice(&cpu)
+            .map(|s| s.to_vec())
+            .ok_or_else(|| Error::dtype("to_vec", format!("tensor has dtype {}, asked for {}", cpu.dtype(), T::DTYPE)))
+    }
+
+    /// The elements converted to `f64`, whatever the dtype.
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        Ok(self.storage().to_cpu()?.to_f64_vec())
+    }
+
+    /// The value of a one-element tensor (of any rank) as `f64`.
+    pub fn to_scalar(&self) -> Result<f64> {
+        if self.elem_count() != 1 {
+            return Err(Error::shape("to_scalar", format!("tensor has shape {}, not one element", self.shape())));
+        }
+        Ok(self.to_f64_vec()?[0])
+    }
+
+    /// A copy on `device`.
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        device.check_available("to_device")?;
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        unreachable!("only the CPU exists in this build")
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor{} {} {}", self.shape(), self.dtype(), self.device())?;
+        if let Some(name) = self.op_name() {
+            write!(f, " (from {name})")?;
+        } else if self.is_variable() {
+            write!(f, " (variable)")?;
+        }
+        if let Ok(values) = self.to_f64_vec() {
+            let shown: Vec<String> = values.iter().take(8).map(|v| format!("{v:.4}")).collect();
+            write!(f, " [{}{}]", shown.join(", "), if values.len() > 8 { ", …" } else { "" })?;
+        }
+        Ok(())
+    }
+}
+
+/// Dropping a long chain of op outputs would otherwise recurse once per op (each node owns its
+/// inputs). Unlink the graph iteratively instead: take the nodes of inputs this drop is the
+/// last owner of onto an explicit stack.
+impl Drop for TensorInner {
+    fn drop(&mut self) {
+        let GradKind::Op(node) = std::mem::replace(&mut self.grad, GradKind::Constant) else { return };
+        let mut stack = node.into_inputs();
+        while let Some(t) = stack.pop() {
+            if let Some(mut inner) = Arc::into_inner(t.0) {
+                if let GradKind::Op(n) = std::mem::replace(&mut inner.grad, GradKind::Constant) {
+                    stack.extend(n.into_inputs());
+                }
+                // `inner` drops here with no node, so this Drop returns at once.
+            }
+        }
+    }
+}
