@@ -44,7 +44,6 @@ impl Error {
         Error::device(op, format!("operands are on different devices ({a} and {b})"))
     }
 }
-}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
