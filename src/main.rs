@@ -5,7 +5,11 @@ use gantry::{DType, Device, Rng, Tensor};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "gantry", version, about = "A from-scratch tensor and autograd engine for convolutional GANs")]
+#[command(
+    name = "gantry",
+    version,
+    about = "A from-scratch tensor and autograd engine for convolutional GANs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +43,10 @@ fn main() -> ExitCode {
 
 fn info() {
     println!("gantry {}", env!("CARGO_PKG_VERSION"));
-    println!("devices: cpu ({} threads); cuda: not built", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "devices: cpu ({} threads); cuda: not built",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     #[cfg(target_arch = "x86_64")]
     {
         let features: Vec<&str> = [
@@ -51,7 +58,14 @@ fn info() {
         .filter(|f| f.1)
         .map(|f| f.0)
         .collect();
-        println!("cpu features: {}", if features.is_empty() { "none of avx2/fma/avx512f".into() } else { features.join(" ") });
+        println!(
+            "cpu features: {}",
+            if features.is_empty() {
+                "none of avx2/fma/avx512f".into()
+            } else {
+                features.join(" ")
+            }
+        );
     }
     #[cfg(target_arch = "aarch64")]
     println!("cpu features: neon");
@@ -65,14 +79,17 @@ fn check() -> gantry::Result<()> {
     use gantry::{Conv2dParams, ConvTranspose2dParams};
     let (cpu, f32) = (Device::Cpu, DType::F32);
     let mut rng = Rng::new(0);
-    let mut randn = |shape: &[usize], std: f64| Tensor::randn(shape.to_vec(), 0.0, std, f32, cpu, &mut rng);
+    let mut randn =
+        |shape: &[usize], std: f64| Tensor::randn(shape.to_vec(), 0.0, std, f32, cpu, &mut rng);
 
     let x = randn(&[4, 3, 16, 16], 1.0)?;
     let w1 = randn(&[8, 3, 4, 4], 0.02)?.variable();
     let w2 = randn(&[1, 8, 8, 8], 0.02)?.variable();
     let h = x.conv2d(&w1, None, Conv2dParams::new(2, 1))?;
     let h = h.batch_norm_train(None, None, 1e-5)?.0.leaky_relu(0.2)?;
-    let logits = h.conv2d(&w2, None, Conv2dParams::default())?.flatten_from(0)?;
+    let logits = h
+        .conv2d(&w2, None, Conv2dParams::default())?
+        .flatten_from(0)?;
     let loss_d = bce_with_logits(&logits, &Tensor::ones([4], f32, cpu)?, Reduction::Mean)?;
     let g = loss_d.backward()?;
     println!("discriminator-shaped pass: loss {:.5}", loss_d.to_scalar()?);
@@ -82,16 +99,32 @@ fn check() -> gantry::Result<()> {
     let g2 = randn(&[8, 3, 4, 4], 0.02)?.variable();
     let y = z.conv_transpose2d(&g1, None, ConvTranspose2dParams::new(1, 0))?;
     let y = y.batch_norm_train(None, None, 1e-5)?.0.relu()?;
-    let img = y.conv_transpose2d(&g2, None, ConvTranspose2dParams::new(2, 1))?.tanh()?;
+    let img = y
+        .conv_transpose2d(&g2, None, ConvTranspose2dParams::new(2, 1))?
+        .tanh()?;
     let loss_g = img.sqr()?.mean_all()?;
     let gg = loss_g.backward()?;
-    println!("generator-shaped pass: output {} loss {:.5}", img.shape(), loss_g.to_scalar()?);
+    println!(
+        "generator-shaped pass: output {} loss {:.5}",
+        img.shape(),
+        loss_g.to_scalar()?
+    );
 
-    for (name, grads, p) in [("d.w1", &g, &w1), ("d.w2", &g, &w2), ("g.w1", &gg, &g1), ("g.w2", &gg, &g2)] {
-        let grad = grads.get(p).ok_or_else(|| gantry::Error::invalid("check", format!("no gradient for {name}")))?;
+    for (name, grads, p) in [
+        ("d.w1", &g, &w1),
+        ("d.w2", &g, &w2),
+        ("g.w1", &gg, &g1),
+        ("g.w2", &gg, &g2),
+    ] {
+        let grad = grads
+            .get(p)
+            .ok_or_else(|| gantry::Error::invalid("check", format!("no gradient for {name}")))?;
         let norm = grad.sqr()?.sum_all()?.sqrt()?.to_scalar()?;
         if !norm.is_finite() {
-            return Err(gantry::Error::invalid("check", format!("gradient of {name} is not finite")));
+            return Err(gantry::Error::invalid(
+                "check",
+                format!("gradient of {name} is not finite"),
+            ));
         }
         println!("  |grad {name}| = {norm:.6}");
     }

@@ -16,7 +16,10 @@ use gantry::{Conv2dParams, ConvTranspose2dParams, DType, Device, Result, Tensor}
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ops.safetensors");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/ops.safetensors"
+);
 
 struct Case<'a> {
     name: String,
@@ -28,15 +31,27 @@ impl Case<'_> {
     fn get(&self, key: &str) -> Option<(Vec<f64>, Vec<usize>)> {
         let view = self.st.tensor(&format!("{}.{key}", self.name)).ok()?;
         assert_eq!(view.dtype(), safetensors::Dtype::F64, "{}.{key}", self.name);
-        let data = view.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect();
+        let data = view
+            .data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         Some((data, view.shape().to_vec()))
     }
     fn tensor(&self, key: &str, dtype: DType) -> Option<Tensor> {
         let (data, shape) = self.get(key)?;
-        Some(Tensor::from_vec(data, shape, Device::Cpu).unwrap().to_dtype(dtype).unwrap())
+        Some(
+            Tensor::from_vec(data, shape, Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap(),
+        )
     }
     fn usizes(&self, key: &str) -> Vec<usize> {
-        self.params[key].split(',').map(|v| v.parse().unwrap()).collect()
+        self.params[key]
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect()
     }
     fn pair(&self, key: &str) -> [usize; 2] {
         let v = self.usizes(key);
@@ -97,12 +112,20 @@ fn run(c: &Case, x: &[Tensor]) -> Result<Tensor> {
         "reshape" => x[0].reshape(c.usizes("shape")),
         "permute" => x[0].permute(&c.usizes("dims")),
         "transpose" => x[0].transpose(c.usizes("dim0")[0], c.usizes("dim1")[0]),
-        "narrow" => x[0].narrow(c.usizes("dim")[0], c.usizes("start")[0], c.usizes("length")[0]),
+        "narrow" => x[0].narrow(
+            c.usizes("dim")[0],
+            c.usizes("start")[0],
+            c.usizes("length")[0],
+        ),
         "concat" => Tensor::concat(&x.iter().collect::<Vec<_>>(), c.usizes("dim")[0]),
         "broadcast_to" => x[0].broadcast_to(c.usizes("shape")),
         "prelu" => x[0].prelu(&x[1]),
         "conv2d" => {
-            let p = Conv2dParams { stride: c.pair("stride"), padding: c.pair("padding"), dilation: c.pair("dilation") };
+            let p = Conv2dParams {
+                stride: c.pair("stride"),
+                padding: c.pair("padding"),
+                dilation: c.pair("dilation"),
+            };
             x[0].conv2d(&x[1], x.get(2), p)
         }
         "conv_transpose2d" => {
@@ -114,8 +137,12 @@ fn run(c: &Case, x: &[Tensor]) -> Result<Tensor> {
             };
             x[0].conv_transpose2d(&x[1], x.get(2), p)
         }
-        "batch_norm_train" => Ok(x[0].batch_norm_train(Some(&x[1]), Some(&x[2]), c.f64("eps"))?.0),
-        "batch_norm_eval" => x[0].batch_norm_eval(&x[3], &x[4], Some(&x[1]), Some(&x[2]), c.f64("eps")),
+        "batch_norm_train" => Ok(x[0]
+            .batch_norm_train(Some(&x[1]), Some(&x[2]), c.f64("eps"))?
+            .0),
+        "batch_norm_eval" => {
+            x[0].batch_norm_eval(&x[3], &x[4], Some(&x[1]), Some(&x[2]), c.f64("eps"))
+        }
         "pixel_shuffle" => x[0].pixel_shuffle(c.usizes("factor")[0]),
         "upsample_nearest2d" => x[0].upsample_nearest2d(c.pair("scale")),
         "bce_with_logits" => bce_with_logits(&x[0], &x[1], c.reduction()),
@@ -130,14 +157,19 @@ fn compare(what: &str, got: &Tensor, want: (Vec<f64>, Vec<usize>), atol: f64, rt
     let mut worst = 0f64;
     for (i, (g, w)) in got.to_f64_vec().unwrap().iter().zip(&want.0).enumerate() {
         let err = (g - w).abs();
-        assert!(err <= atol + rtol * w.abs(), "{what}[{i}]: gantry {g} vs PyTorch {w}");
+        assert!(
+            err <= atol + rtol * w.abs(),
+            "{what}[{i}]: gantry {g} vs PyTorch {w}"
+        );
         worst = worst.max(err / (atol + rtol * w.abs()));
     }
     worst
 }
 
 fn check_case(c: &Case, dtype: DType, atol: f64, rtol: f64) {
-    let n_inputs = (0..).take_while(|i| c.get(&format!("in{i}")).is_some()).count();
+    let n_inputs = (0..)
+        .take_while(|i| c.get(&format!("in{i}")).is_some())
+        .count();
     let inputs: Vec<Tensor> = (0..n_inputs)
         .map(|i| {
             let t = c.tensor(&format!("in{i}"), dtype).unwrap();
@@ -150,23 +182,53 @@ fn check_case(c: &Case, dtype: DType, atol: f64, rtol: f64) {
         .collect();
     let out = run(c, &inputs).unwrap_or_else(|e| panic!("{}: {e}", c.name));
     let tag = format!("{} ({dtype})", c.name);
-    compare(&format!("{tag} out"), &out, c.get("out").unwrap(), atol, rtol);
+    compare(
+        &format!("{tag} out"),
+        &out,
+        c.get("out").unwrap(),
+        atol,
+        rtol,
+    );
 
     if c.params["op"] == "max" {
-        let (_, idx) = inputs[0].max_with_indices(c.usizes("axis")[0], c.flag("keepdim")).unwrap();
-        compare(&format!("{tag} indices"), &idx, c.get("out1").unwrap(), 0.0, 0.0);
+        let (_, idx) = inputs[0]
+            .max_with_indices(c.usizes("axis")[0], c.flag("keepdim"))
+            .unwrap();
+        compare(
+            &format!("{tag} indices"),
+            &idx,
+            c.get("out1").unwrap(),
+            0.0,
+            0.0,
+        );
     }
     if c.params["op"] == "batch_norm_train" {
-        let (_, stats) = inputs[0].batch_norm_train(Some(&inputs[1]), Some(&inputs[2]), c.f64("eps")).unwrap();
-        compare(&format!("{tag} mean"), &stats.mean, c.get("out1").unwrap(), atol, rtol);
-        compare(&format!("{tag} var"), &stats.var, c.get("out2").unwrap(), atol, rtol);
+        let (_, stats) = inputs[0]
+            .batch_norm_train(Some(&inputs[1]), Some(&inputs[2]), c.f64("eps"))
+            .unwrap();
+        compare(
+            &format!("{tag} mean"),
+            &stats.mean,
+            c.get("out1").unwrap(),
+            atol,
+            rtol,
+        );
+        compare(
+            &format!("{tag} var"),
+            &stats.var,
+            c.get("out2").unwrap(),
+            atol,
+            rtol,
+        );
     }
 
     let gout = c.tensor("gout", dtype).unwrap();
     let grads = out.backward_with(&gout).unwrap();
     for (i, x) in inputs.iter().enumerate() {
         if let Some(want) = c.get(&format!("grad{i}")) {
-            let got = grads.get(x).unwrap_or_else(|| panic!("{tag}: no gradient for input {i}"));
+            let got = grads
+                .get(x)
+                .unwrap_or_else(|| panic!("{tag}: no gradient for input {i}"));
             compare(&format!("{tag} grad{i}"), got, want, atol, rtol);
         }
     }
@@ -186,7 +248,11 @@ fn with_cases(f: impl Fn(&Case)) -> usize {
                 (k.to_string(), v.to_string())
             })
             .collect();
-        f(&Case { name: name.to_string(), params, st: &st });
+        f(&Case {
+            name: name.to_string(),
+            params,
+            st: &st,
+        });
         n += 1;
     }
     n
@@ -208,13 +274,55 @@ fn fixtures_cover_every_op() {
     let bytes = std::fs::read(FIXTURES).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().unwrap();
-    let ops: std::collections::HashSet<String> =
-        meta["cases"].split(',').map(|c| meta[c].split_whitespace().next().unwrap().trim_start_matches("op=").to_string()).collect();
+    let ops: std::collections::HashSet<String> = meta["cases"]
+        .split(',')
+        .map(|c| {
+            meta[c]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_start_matches("op=")
+                .to_string()
+        })
+        .collect();
     for op in [
-        "add", "sub", "mul", "div", "pow", "neg", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "leaky_relu", "powf",
-        "add_scalar", "mul_scalar", "sum", "mean", "max", "matmul", "reshape", "permute", "transpose", "narrow", "concat",
-        "broadcast_to", "prelu", "conv2d", "conv_transpose2d", "batch_norm_train", "batch_norm_eval", "pixel_shuffle",
-        "upsample_nearest2d", "bce_with_logits", "mse", "l1",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "pow",
+        "neg",
+        "exp",
+        "log",
+        "sqrt",
+        "abs",
+        "tanh",
+        "sigmoid",
+        "relu",
+        "leaky_relu",
+        "powf",
+        "add_scalar",
+        "mul_scalar",
+        "sum",
+        "mean",
+        "max",
+        "matmul",
+        "reshape",
+        "permute",
+        "transpose",
+        "narrow",
+        "concat",
+        "broadcast_to",
+        "prelu",
+        "conv2d",
+        "conv_transpose2d",
+        "batch_norm_train",
+        "batch_norm_eval",
+        "pixel_shuffle",
+        "upsample_nearest2d",
+        "bce_with_logits",
+        "mse",
+        "l1",
     ] {
         assert!(ops.contains(op), "no PyTorch fixture for {op}");
     }

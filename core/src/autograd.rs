@@ -127,7 +127,11 @@ fn topological_order(root: &Tensor) -> Vec<Tensor> {
         }
         if let Some(node) = t.node() {
             stack.push((t.clone(), true));
-            for input in node.inputs.iter().filter(|i| i.node().is_some() && !visited.contains(&i.id())) {
+            for input in node
+                .inputs
+                .iter()
+                .filter(|i| i.node().is_some() && !visited.contains(&i.id()))
+            {
                 stack.push((input.clone(), false));
             }
         }
@@ -141,7 +145,10 @@ impl Tensor {
         if self.elem_count() != 1 {
             return Err(Error::shape(
                 "backward",
-                format!("the loss must have one element, got shape {}; reduce it or use backward_with", self.shape()),
+                format!(
+                    "the loss must have one element, got shape {}; reduce it or use backward_with",
+                    self.shape()
+                ),
             ));
         }
         let seed = Tensor::ones(self.shape(), self.dtype(), self.device())?;
@@ -152,7 +159,14 @@ impl Tensor {
     /// to this tensor.
     pub fn backward_with(&self, grad: &Tensor) -> Result<GradStore> {
         if grad.shape() != self.shape() {
-            return Err(Error::shape("backward", format!("gradient shape {} differs from tensor shape {}", grad.shape(), self.shape())));
+            return Err(Error::shape(
+                "backward",
+                format!(
+                    "gradient shape {} differs from tensor shape {}",
+                    grad.shape(),
+                    self.shape()
+                ),
+            ));
         }
         crate::ops::check_same("backward", &[self, grad])?;
         let _no_grad = NoGradGuard::new();
@@ -162,11 +176,19 @@ impl Tensor {
         }
         for t in topological_order(self).iter().rev() {
             // An op output's gradient is complete once every consumer has run; consume it.
-            let Some(g) = grads.remove(&t.id()) else { continue };
+            let Some(g) = grads.remove(&t.id()) else {
+                continue;
+            };
             let node = t.node().expect("topological_order yields op outputs only");
-            let ctx = BackwardCtx { inputs: &node.inputs, output: t, grad: &g };
+            let ctx = BackwardCtx {
+                inputs: &node.inputs,
+                output: t,
+                grad: &g,
+            };
             let input_grads = (node.backward)(&ctx).map_err(|e| match e {
-                Error::Shape { op, msg } => Error::shape(op, format!("{msg} (in the backward pass of {})", node.name)),
+                Error::Shape { op, msg } => {
+                    Error::shape(op, format!("{msg} (in the backward pass of {})", node.name))
+                }
                 other => other,
             })?;
             for (input, ig) in node.inputs.iter().zip(input_grads) {
@@ -174,7 +196,12 @@ impl Tensor {
                 if !input.tracks_grad() {
                     continue;
                 }
-                debug_assert_eq!(ig.shape(), input.shape(), "gradient shape from the backward of {}", node.name);
+                debug_assert_eq!(
+                    ig.shape(),
+                    input.shape(),
+                    "gradient shape from the backward of {}",
+                    node.name
+                );
                 let total = match grads.remove(&input.id()) {
                     Some(prev) => prev.add(&ig)?,
                     None => ig,

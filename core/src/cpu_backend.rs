@@ -45,8 +45,12 @@ pub fn to_dtype(s: &CpuStorage, dtype: DType) -> CpuStorage {
     match (s, dtype) {
         // Direct conversions keep f32 <-> f16/bf16 rounding exact (no f64 detour needed, but
         // it would give the same result; these are just faster).
-        (CpuStorage::F32(v), DType::F16) => CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-        (CpuStorage::F32(v), DType::BF16) => CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        (CpuStorage::F32(v), DType::F16) => {
+            CpuStorage::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
+        }
+        (CpuStorage::F32(v), DType::BF16) => {
+            CpuStorage::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect())
+        }
         _ => CpuStorage::from_f64_iter(dtype, s.to_f64_vec().into_iter()),
     }
 }
@@ -60,7 +64,12 @@ pub fn unary(x: &CpuStorage, op: UnaryOp) -> Result<CpuStorage> {
     })
 }
 
-pub fn unary_backward(x: &CpuStorage, y: &CpuStorage, dy: &CpuStorage, op: UnaryOp) -> Result<CpuStorage> {
+pub fn unary_backward(
+    x: &CpuStorage,
+    y: &CpuStorage,
+    dy: &CpuStorage,
+    op: UnaryOp,
+) -> Result<CpuStorage> {
     with_float!(op.name(), x.dtype(), T => {
         let n = op.name();
         let (x, y, dy) = (view::<T>(n, x)?, view::<T>(n, y)?, view::<T>(n, dy)?);
@@ -70,7 +79,12 @@ pub fn unary_backward(x: &CpuStorage, y: &CpuStorage, dy: &CpuStorage, op: Unary
     })
 }
 
-pub fn binary(a: &CpuStorage, b: &CpuStorage, geom: &BroadcastGeom, op: BinaryOp) -> Result<CpuStorage> {
+pub fn binary(
+    a: &CpuStorage,
+    b: &CpuStorage,
+    geom: &BroadcastGeom,
+    op: BinaryOp,
+) -> Result<CpuStorage> {
     with_float!(op.name(), a.dtype(), T => {
         let (a, b) = (view::<T>(op.name(), a)?, view::<T>(op.name(), b)?);
         let mut out = zeros::<T>(geom.out_len());
@@ -99,7 +113,12 @@ pub fn max_axis(x: &CpuStorage, shape: &[usize], axis: usize) -> Result<(CpuStor
     })
 }
 
-pub fn max_axis_backward(dy: &CpuStorage, indices: &CpuStorage, shape: &[usize], axis: usize) -> Result<CpuStorage> {
+pub fn max_axis_backward(
+    dy: &CpuStorage,
+    indices: &CpuStorage,
+    shape: &[usize],
+    axis: usize,
+) -> Result<CpuStorage> {
     with_float!("max_backward", dy.dtype(), T => {
         let dy = view::<T>("max_backward", dy)?;
         let idx = view::<u32>("max_backward", indices)?;
@@ -110,7 +129,12 @@ pub fn max_axis_backward(dy: &CpuStorage, indices: &CpuStorage, shape: &[usize],
 }
 
 pub fn gather(src: &CpuStorage, offset: usize, strides: &[usize], shape: &[usize]) -> CpuStorage {
-    fn go<T: CpuElem + Default + Clone>(v: &[T], offset: usize, strides: &[usize], shape: &[usize]) -> CpuStorage {
+    fn go<T: CpuElem + Default + Clone>(
+        v: &[T],
+        offset: usize,
+        strides: &[usize],
+        shape: &[usize],
+    ) -> CpuStorage {
         let mut out = zeros::<T>(shape.iter().product());
         k::gather_strided(v, offset, strides, shape, &mut out);
         T::wrap(out)
@@ -124,7 +148,14 @@ pub fn gather(src: &CpuStorage, offset: usize, strides: &[usize], shape: &[usize
     }
 }
 
-pub fn scatter(dst: &mut CpuStorage, src: &CpuStorage, offset: usize, strides: &[usize], shape: &[usize], accumulate: bool) -> Result<()> {
+pub fn scatter(
+    dst: &mut CpuStorage,
+    src: &CpuStorage,
+    offset: usize,
+    strides: &[usize],
+    shape: &[usize],
+    accumulate: bool,
+) -> Result<()> {
     if dst.dtype() != src.dtype() {
         return Err(Error::dtype_mismatch("scatter", dst.dtype(), src.dtype()));
     }
@@ -149,7 +180,12 @@ pub fn matmul(a: &CpuStorage, b: &CpuStorage, geom: &GemmGeom) -> Result<CpuStor
     })
 }
 
-pub fn conv2d(x: &CpuStorage, w: &CpuStorage, bias: Option<&CpuStorage>, geom: &Conv2dGeom) -> Result<CpuStorage> {
+pub fn conv2d(
+    x: &CpuStorage,
+    w: &CpuStorage,
+    bias: Option<&CpuStorage>,
+    geom: &Conv2dGeom,
+) -> Result<CpuStorage> {
     with_float!("conv2d", x.dtype(), T => {
         let (x, w) = (view::<T>("conv2d", x)?, view::<T>("conv2d", w)?);
         let bias = bias.map(|b| view::<T>("conv2d", b)).transpose()?;
@@ -159,7 +195,11 @@ pub fn conv2d(x: &CpuStorage, w: &CpuStorage, bias: Option<&CpuStorage>, geom: &
     })
 }
 
-pub fn conv2d_backward_data(dy: &CpuStorage, w: &CpuStorage, geom: &Conv2dGeom) -> Result<CpuStorage> {
+pub fn conv2d_backward_data(
+    dy: &CpuStorage,
+    w: &CpuStorage,
+    geom: &Conv2dGeom,
+) -> Result<CpuStorage> {
     let op = "conv2d_backward_data";
     with_float!(op, dy.dtype(), T => {
         let (dy, w) = (view::<T>(op, dy)?, view::<T>(op, w)?);
@@ -169,7 +209,11 @@ pub fn conv2d_backward_data(dy: &CpuStorage, w: &CpuStorage, geom: &Conv2dGeom) 
     })
 }
 
-pub fn conv2d_backward_weight(x: &CpuStorage, dy: &CpuStorage, geom: &Conv2dGeom) -> Result<CpuStorage> {
+pub fn conv2d_backward_weight(
+    x: &CpuStorage,
+    dy: &CpuStorage,
+    geom: &Conv2dGeom,
+) -> Result<CpuStorage> {
     let op = "conv2d_backward_weight";
     with_float!(op, x.dtype(), T => {
         let (x, dy) = (view::<T>(op, x)?, view::<T>(op, dy)?);
@@ -240,7 +284,12 @@ pub fn prelu(x: &CpuStorage, w: &CpuStorage, [n, c, inner]: [usize; 3]) -> Resul
     })
 }
 
-pub fn prelu_backward(x: &CpuStorage, w: &CpuStorage, dy: &CpuStorage, [n, c, inner]: [usize; 3]) -> Result<(CpuStorage, CpuStorage)> {
+pub fn prelu_backward(
+    x: &CpuStorage,
+    w: &CpuStorage,
+    dy: &CpuStorage,
+    [n, c, inner]: [usize; 3],
+) -> Result<(CpuStorage, CpuStorage)> {
     let op = "prelu_backward";
     with_float!(op, x.dtype(), T => {
         let (x, w, dy) = (view::<T>(op, x)?, view::<T>(op, w)?, view::<T>(op, dy)?);
@@ -250,8 +299,18 @@ pub fn prelu_backward(x: &CpuStorage, w: &CpuStorage, dy: &CpuStorage, [n, c, in
     })
 }
 
-pub fn pixel_shuffle(x: &CpuStorage, [n, c, h, w]: [usize; 4], r: usize, inverse: bool) -> CpuStorage {
-    fn go<T: CpuElem + Default + Clone>(x: &[T], [n, c, h, w]: [usize; 4], r: usize, inverse: bool) -> CpuStorage {
+pub fn pixel_shuffle(
+    x: &CpuStorage,
+    [n, c, h, w]: [usize; 4],
+    r: usize,
+    inverse: bool,
+) -> CpuStorage {
+    fn go<T: CpuElem + Default + Clone>(
+        x: &[T],
+        [n, c, h, w]: [usize; 4],
+        r: usize,
+        inverse: bool,
+    ) -> CpuStorage {
         let mut y = zeros::<T>(x.len());
         if inverse {
             k::pixel_unshuffle(x, n, c, h, w, r, &mut y);
@@ -270,7 +329,12 @@ pub fn pixel_shuffle(x: &CpuStorage, [n, c, h, w]: [usize; 4], r: usize, inverse
     }
 }
 
-pub fn upsample_nearest2d(x: &CpuStorage, [planes, h, w]: [usize; 3], scale: [usize; 2], backward: bool) -> Result<CpuStorage> {
+pub fn upsample_nearest2d(
+    x: &CpuStorage,
+    [planes, h, w]: [usize; 3],
+    scale: [usize; 2],
+    backward: bool,
+) -> Result<CpuStorage> {
     with_float!("upsample_nearest2d", x.dtype(), T => {
         let x = view::<T>("upsample_nearest2d", x)?;
         let small = planes * h * w;
@@ -295,7 +359,11 @@ pub fn bce_with_logits(x: &CpuStorage, t: &CpuStorage) -> Result<CpuStorage> {
     })
 }
 
-pub fn bce_with_logits_backward(x: &CpuStorage, t: &CpuStorage, dy: &CpuStorage) -> Result<(CpuStorage, CpuStorage)> {
+pub fn bce_with_logits_backward(
+    x: &CpuStorage,
+    t: &CpuStorage,
+    dy: &CpuStorage,
+) -> Result<(CpuStorage, CpuStorage)> {
     let op = "bce_with_logits_backward";
     with_float!(op, x.dtype(), T => {
         let (x, t, dy) = (view::<T>(op, x)?, view::<T>(op, t)?, view::<T>(op, dy)?);

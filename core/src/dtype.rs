@@ -64,6 +64,10 @@ macro_rules! with_dtype {
 }
 with_dtype!(f32, DType::F32, |v| v as f64, |v| v as f32);
 with_dtype!(f64, DType::F64, |v| v, |v| v);
-with_dtype!(half::f16, DType::F16, |v| v.to_f64(), |v| half::f16::from_f64(v));
-with_dtype!(half::bf16, DType::BF16, |v| v.to_f64(), |v| half::bf16::from_f64(v));
+with_dtype!(half::f16, DType::F16, |v| v.to_f64(), |v| {
+    half::f16::from_f64(v)
+});
+with_dtype!(half::bf16, DType::BF16, |v| v.to_f64(), |v| {
+    half::bf16::from_f64(v)
+});
 with_dtype!(u32, DType::U32, |v| v as f64, |v| v as u32);

@@ -16,23 +16,38 @@ pub enum Error {
     /// Any other invalid argument (a negative stride, an out-of-range axis, …).
     Invalid { op: &'static str, msg: String },
     /// Reading or writing a file.
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Shape { op, msg: msg.into() }
+        Error::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn dtype(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::DType { op, msg: msg.into() }
+        Error::DType {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn device(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Device { op, msg: msg.into() }
+        Error::Device {
+            op,
+            msg: msg.into(),
+        }
     }
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::Invalid { op, msg: msg.into() }
+        Error::Invalid {
+            op,
+            msg: msg.into(),
+        }
     }
     pub(crate) fn unsupported_dtype(op: &'static str, dtype: DType) -> Self {
         Error::dtype(op, format!("not implemented for dtype {dtype}"))
@@ -41,7 +56,10 @@ impl Error {
         Error::dtype(op, format!("operands have different dtypes ({a} and {b})"))
     }
     pub(crate) fn device_mismatch(op: &'static str, a: Device, b: Device) -> Self {
-        Error::device(op, format!("operands are on different devices ({a} and {b})"))
+        Error::device(
+            op,
+            format!("operands are on different devices ({a} and {b})"),
+        )
     }
 }
 

@@ -13,7 +13,8 @@ impl Tensor {
 
     /// The values as an `ArrayD<T>`; the tensor's dtype must be `T`'s.
     pub fn to_ndarray<T: CpuElem>(&self) -> Result<ArrayD<T>> {
-        ArrayD::from_shape_vec(IxDyn(self.dims()), self.to_vec::<T>()?).map_err(|e| Error::shape("to_ndarray", e.to_string()))
+        ArrayD::from_shape_vec(IxDyn(self.dims()), self.to_vec::<T>()?)
+            .map_err(|e| Error::shape("to_ndarray", e.to_string()))
     }
 }
 

@@ -29,7 +29,14 @@ fn check_pair(op: &'static str, input: &Tensor, target: &Tensor) -> Result<()> {
     check_same(op, &[input, target])?;
     check_float(op, input)?;
     if input.shape() != target.shape() {
-        return Err(Error::shape(op, format!("input shape {} differs from target shape {}", input.shape(), target.shape())));
+        return Err(Error::shape(
+            op,
+            format!(
+                "input shape {} differs from target shape {}",
+                input.shape(),
+                target.shape()
+            ),
+        ));
     }
     Ok(())
 }
@@ -41,11 +48,22 @@ pub fn bce_with_logits(logits: &Tensor, target: &Tensor, reduction: Reduction) -
     let op = "bce_with_logits";
     check_pair(op, logits, target)?;
     let per_elem = logits.storage().bce_with_logits(&target.storage())?;
-    let loss = Tensor::from_op(per_elem, logits.shape().clone(), op, &[logits, target], |ctx| {
-        let (x, t) = (&ctx.inputs[0], &ctx.inputs[1]);
-        let (dx, dt) = x.storage().bce_with_logits_backward(&t.storage(), &ctx.grad.storage())?;
-        Ok(vec![Some(Tensor::from_storage(dx, x.shape().clone())), Some(Tensor::from_storage(dt, t.shape().clone()))])
-    });
+    let loss = Tensor::from_op(
+        per_elem,
+        logits.shape().clone(),
+        op,
+        &[logits, target],
+        |ctx| {
+            let (x, t) = (&ctx.inputs[0], &ctx.inputs[1]);
+            let (dx, dt) = x
+                .storage()
+                .bce_with_logits_backward(&t.storage(), &ctx.grad.storage())?;
+            Ok(vec![
+                Some(Tensor::from_storage(dx, x.shape().clone())),
+                Some(Tensor::from_storage(dt, t.shape().clone())),
+            ])
+        },
+    );
     reduction.apply(loss)
 }
 

@@ -19,7 +19,10 @@ impl Rng {
 
     /// A generator on stream `stream`: different streams with the same seed are independent.
     pub fn with_stream(seed: u64, stream: u64) -> Self {
-        let mut rng = Rng { state: 0, inc: (stream << 1) | 1 };
+        let mut rng = Rng {
+            state: 0,
+            inc: (stream << 1) | 1,
+        };
         rng.next_u32();
         rng.state = rng.state.wrapping_add(seed);
         rng.next_u32();
@@ -33,7 +36,10 @@ impl Rng {
 
     /// Restores a generator from [`Rng::state`].
     pub fn from_state(state: u64, inc: u64) -> Self {
-        Rng { state, inc: inc | 1 }
+        Rng {
+            state,
+            inc: inc | 1,
+        }
     }
 
     pub fn next_u32(&mut self) -> u32 {

@@ -31,7 +31,13 @@ impl Shape {
     /// Size of dimension `d`, or an error naming `op` if the shape has no such dimension.
     pub fn dim(&self, op: &'static str, d: usize) -> Result<usize> {
         self.0.get(d).copied().ok_or_else(|| {
-            Error::invalid(op, format!("dimension {d} out of range for shape {self} (rank {})", self.rank()))
+            Error::invalid(
+                op,
+                format!(
+                    "dimension {d} out of range for shape {self} (rank {})",
+                    self.rank()
+                ),
+            )
         })
     }
     /// Checks `d` is a valid axis for this shape.
@@ -42,7 +48,12 @@ impl Shape {
     pub fn broadcast(op: &'static str, a: &Shape, b: &Shape) -> Result<Shape> {
         gantry_kernels::elementwise::BroadcastGeom::new(a.dims(), b.dims())
             .map(|g| Shape(g.out_shape))
-            .ok_or_else(|| Error::shape(op, format!("shapes {a} and {b} cannot be broadcast together")))
+            .ok_or_else(|| {
+                Error::shape(
+                    op,
+                    format!("shapes {a} and {b} cannot be broadcast together"),
+                )
+            })
     }
 }
 

@@ -142,7 +142,10 @@ impl Storage {
     /// `len` copies of `value` on `device`.
     pub fn full(device: Device, dtype: DType, len: usize, value: f64) -> Result<Storage> {
         device.check_available("full")?;
-        Ok(Storage::Cpu(CpuStorage::from_f64_iter(dtype, std::iter::repeat_n(value, len))))
+        Ok(Storage::Cpu(CpuStorage::from_f64_iter(
+            dtype,
+            std::iter::repeat_n(value, len),
+        )))
     }
 
     /// A copy on the host.
@@ -184,7 +187,12 @@ impl Storage {
         on_cpu!("max", x => cpu::max_axis(x, shape, axis).map(|(v, i)| (Storage::Cpu(v), Storage::Cpu(i))))
     }
 
-    pub fn max_axis_backward(&self, indices: &Storage, shape: &[usize], axis: usize) -> Result<Storage> {
+    pub fn max_axis_backward(
+        &self,
+        indices: &Storage,
+        shape: &[usize],
+        axis: usize,
+    ) -> Result<Storage> {
         let dy = self;
         on_cpu!("max_backward", dy, indices => cpu::max_axis_backward(dy, indices, shape, axis).map(Storage::Cpu))
     }
@@ -197,7 +205,14 @@ impl Storage {
 
     /// Writes the contiguous `src` into the strided view `(offset, strides, shape)` of `self`;
     /// with `accumulate`, adds instead of overwriting.
-    pub fn scatter(&mut self, src: &Storage, offset: usize, strides: &[usize], shape: &[usize], accumulate: bool) -> Result<()> {
+    pub fn scatter(
+        &mut self,
+        src: &Storage,
+        offset: usize,
+        strides: &[usize],
+        shape: &[usize],
+        accumulate: bool,
+    ) -> Result<()> {
         let dst = self;
         on_cpu!("scatter", dst, src => cpu::scatter(dst, src, offset, strides, shape, accumulate))
     }
@@ -207,7 +222,12 @@ impl Storage {
         on_cpu!("matmul", lhs, rhs => cpu::matmul(lhs, rhs, geom).map(Storage::Cpu))
     }
 
-    pub fn conv2d(&self, w: &Storage, bias: Option<&Storage>, geom: &Conv2dGeom) -> Result<Storage> {
+    pub fn conv2d(
+        &self,
+        w: &Storage,
+        bias: Option<&Storage>,
+        geom: &Conv2dGeom,
+    ) -> Result<Storage> {
         let x = self;
         let bias = match bias {
             None => None,
@@ -269,7 +289,12 @@ impl Storage {
     }
 
     /// `(dx, dweight)`.
-    pub fn prelu_backward(&self, weight: &Storage, dy: &Storage, dims: [usize; 3]) -> Result<(Storage, Storage)> {
+    pub fn prelu_backward(
+        &self,
+        weight: &Storage,
+        dy: &Storage,
+        dims: [usize; 3],
+    ) -> Result<(Storage, Storage)> {
         let x = self;
         on_cpu!("prelu_backward", x, weight, dy => cpu::prelu_backward(x, weight, dy, dims).map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))))
     }
@@ -281,7 +306,12 @@ impl Storage {
     }
 
     /// `dims = [planes, h, w]` of the small image; `backward` sums blocks instead of copying.
-    pub fn upsample_nearest2d(&self, dims: [usize; 3], scale: [usize; 2], backward: bool) -> Result<Storage> {
+    pub fn upsample_nearest2d(
+        &self,
+        dims: [usize; 3],
+        scale: [usize; 2],
+        backward: bool,
+    ) -> Result<Storage> {
         let x = self;
         on_cpu!("upsample_nearest2d", x => cpu::upsample_nearest2d(x, dims, scale, backward).map(Storage::Cpu))
     }
@@ -292,7 +322,11 @@ impl Storage {
     }
 
     /// `(dx, dtarget)`.
-    pub fn bce_with_logits_backward(&self, target: &Storage, dy: &Storage) -> Result<(Storage, Storage)> {
+    pub fn bce_with_logits_backward(
+        &self,
+        target: &Storage,
+        dy: &Storage,
+    ) -> Result<(Storage, Storage)> {
         let x = self;
         on_cpu!("bce_with_logits_backward", x, target, dy => cpu::bce_with_logits_backward(x, target, dy)
             .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))))

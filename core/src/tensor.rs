@@ -48,7 +48,12 @@ impl Tensor {
     // ---------------------------------------------------------------- construction
 
     fn make(storage: Arc<RwLock<Storage>>, shape: Shape, grad: GradKind) -> Tensor {
-        Tensor(Arc::new(TensorInner { id: TensorId::fresh(), storage, shape, grad }))
+        Tensor(Arc::new(TensorInner {
+            id: TensorId::fresh(),
+            storage,
+            shape,
+            grad,
+        }))
     }
 
     /// A constant over `storage`, whose length the caller guarantees equals the shape's.
@@ -95,7 +100,11 @@ impl Tensor {
         backward: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
         let grad = if autograd::is_grad_enabled() && self.tracks_grad() {
-            GradKind::Op(Node { name, inputs: vec![self.clone()], backward: Box::new(backward) })
+            GradKind::Op(Node {
+                name,
+                inputs: vec![self.clone()],
+                backward: Box::new(backward),
+            })
         } else {
             GradKind::Constant
         };
@@ -103,12 +112,20 @@ impl Tensor {
     }
 
     /// A constant tensor holding `data` in the given shape on `device`.
-    pub fn from_vec<T: CpuElem>(data: Vec<T>, shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
+    pub fn from_vec<T: CpuElem>(
+        data: Vec<T>,
+        shape: impl Into<Shape>,
+        device: Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         if data.len() != shape.elem_count() {
             return Err(Error::shape(
                 "from_vec",
-                format!("{} values cannot fill shape {shape} ({} elements)", data.len(), shape.elem_count()),
+                format!(
+                    "{} values cannot fill shape {shape} ({} elements)",
+                    data.len(),
+                    shape.elem_count()
+                ),
             ));
         }
         device.check_available("from_vec")?;
@@ -116,7 +133,11 @@ impl Tensor {
     }
 
     /// A constant tensor copied from a slice.
-    pub fn from_slice<T: CpuElem>(data: &[T], shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
+    pub fn from_slice<T: CpuElem>(
+        data: &[T],
+        shape: impl Into<Shape>,
+        device: Device,
+    ) -> Result<Tensor> {
         Self::from_vec(data.to_vec(), shape, device)
     }
 
@@ -126,9 +147,17 @@ impl Tensor {
     }
 
     /// A constant tensor with every element `value`.
-    pub fn full(value: f64, shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn full(
+        value: f64,
+        shape: impl Into<Shape>,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
-        Ok(Self::from_storage(Storage::full(device, dtype, shape.elem_count(), value)?, shape))
+        Ok(Self::from_storage(
+            Storage::full(device, dtype, shape.elem_count(), value)?,
+            shape,
+        ))
     }
 
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: Device) -> Result<Tensor> {
@@ -157,18 +186,38 @@ impl Tensor {
 
     /// Normal samples with the given mean and standard deviation, drawn from `rng` in row-major
     /// order (so the same seed gives the same tensor on every machine).
-    pub fn randn(shape: impl Into<Shape>, mean: f64, std: f64, dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
+    pub fn randn(
+        shape: impl Into<Shape>,
+        mean: f64,
+        std: f64,
+        dtype: DType,
+        device: Device,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         device.check_available("randn")?;
-        let s = CpuStorage::from_f64_iter(dtype, (0..shape.elem_count()).map(|_| mean + std * rng.normal()));
+        let s = CpuStorage::from_f64_iter(
+            dtype,
+            (0..shape.elem_count()).map(|_| mean + std * rng.normal()),
+        );
         Ok(Self::from_storage(Storage::Cpu(s), shape))
     }
 
     /// Uniform samples in `[lo, hi)`, drawn from `rng` in row-major order.
-    pub fn rand(shape: impl Into<Shape>, lo: f64, hi: f64, dtype: DType, device: Device, rng: &mut Rng) -> Result<Tensor> {
+    pub fn rand(
+        shape: impl Into<Shape>,
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: Device,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         device.check_available("rand")?;
-        let s = CpuStorage::from_f64_iter(dtype, (0..shape.elem_count()).map(|_| rng.uniform_range(lo, hi)));
+        let s = CpuStorage::from_f64_iter(
+            dtype,
+            (0..shape.elem_count()).map(|_| rng.uniform_range(lo, hi)),
+        );
         Ok(Self::from_storage(Storage::Cpu(s), shape))
     }
 
@@ -176,13 +225,21 @@ impl Tensor {
 
     /// A new leaf **variable** sharing this tensor's storage: gradients are computed for it.
     pub fn variable(&self) -> Tensor {
-        Self::make(self.0.storage.clone(), self.shape().clone(), GradKind::Variable)
+        Self::make(
+            self.0.storage.clone(),
+            self.shape().clone(),
+            GradKind::Variable,
+        )
     }
 
     /// A constant sharing this tensor's storage, cut off from the graph: no gradient flows
     /// through it (`G(z).detach()` when training the discriminator).
     pub fn detach(&self) -> Tensor {
-        Self::make(self.0.storage.clone(), self.shape().clone(), GradKind::Constant)
+        Self::make(
+            self.0.storage.clone(),
+            self.shape().clone(),
+            GradKind::Constant,
+        )
     }
 
     pub fn is_variable(&self) -> bool {
@@ -253,10 +310,20 @@ impl Tensor {
     /// op outputs in a recorded graph, whose values the backward pass may still need.
     pub fn set(&self, src: &Tensor) -> Result<()> {
         if self.node().is_some() {
-            return Err(Error::invalid("set", "tensor is the output of a recorded op; detach() it first"));
+            return Err(Error::invalid(
+                "set",
+                "tensor is the output of a recorded op; detach() it first",
+            ));
         }
         if self.shape() != src.shape() {
-            return Err(Error::shape("set", format!("source shape {} differs from destination {}", src.shape(), self.shape())));
+            return Err(Error::shape(
+                "set",
+                format!(
+                    "source shape {} differs from destination {}",
+                    src.shape(),
+                    self.shape()
+                ),
+            ));
         }
         crate::ops::check_same("set", &[self, src])?;
         // Copy first: `src` may share this storage, and holding its read lock while taking the
@@ -271,9 +338,12 @@ impl Tensor {
     /// The elements in row-major order. The tensor's dtype must be `T`'s.
     pub fn to_vec<T: CpuElem>(&self) -> Result<Vec<T>> {
         let cpu = self.storage().to_cpu()?;
-        T::slice(&cpu)
-            .map(|s| s.to_vec())
-            .ok_or_else(|| Error::dtype("to_vec", format!("tensor has dtype {}, asked for {}", cpu.dtype(), T::DTYPE)))
+        T::slice(&cpu).map(|s| s.to_vec()).ok_or_else(|| {
+            Error::dtype(
+                "to_vec",
+                format!("tensor has dtype {}, asked for {}", cpu.dtype(), T::DTYPE),
+            )
+        })
     }
 
     /// The elements converted to `f64`, whatever the dtype.
@@ -284,7 +354,10 @@ impl Tensor {
     /// The value of a one-element tensor (of any rank) as `f64`.
     pub fn to_scalar(&self) -> Result<f64> {
         if self.elem_count() != 1 {
-            return Err(Error::shape("to_scalar", format!("tensor has shape {}, not one element", self.shape())));
+            return Err(Error::shape(
+                "to_scalar",
+                format!("tensor has shape {}, not one element", self.shape()),
+            ));
         }
         Ok(self.to_f64_vec()?[0])
     }
@@ -301,7 +374,13 @@ impl Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor{} {} {}", self.shape(), self.dtype(), self.device())?;
+        write!(
+            f,
+            "Tensor{} {} {}",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )?;
         if let Some(name) = self.op_name() {
             write!(f, " (from {name})")?;
         } else if self.is_variable() {
@@ -309,7 +388,12 @@ impl fmt::Debug for Tensor {
         }
         if let Ok(values) = self.to_f64_vec() {
             let shown: Vec<String> = values.iter().take(8).map(|v| format!("{v:.4}")).collect();
-            write!(f, " [{}{}]", shown.join(", "), if values.len() > 8 { ", …" } else { "" })?;
+            write!(
+                f,
+                " [{}{}]",
+                shown.join(", "),
+                if values.len() > 8 { ", …" } else { "" }
+            )?;
         }
         Ok(())
     }
@@ -320,7 +404,9 @@ impl fmt::Debug for Tensor {
 /// last owner of onto an explicit stack.
 impl Drop for TensorInner {
     fn drop(&mut self) {
-        let GradKind::Op(node) = std::mem::replace(&mut self.grad, GradKind::Constant) else { return };
+        let GradKind::Op(node) = std::mem::replace(&mut self.grad, GradKind::Constant) else {
+            return;
+        };
         let mut stack = node.into_inputs();
         while let Some(t) = stack.pop() {
             if let Some(mut inner) = Arc::into_inner(t.0) {

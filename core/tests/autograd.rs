@@ -36,7 +36,10 @@ fn diamond_graph_accumulates_both_paths() {
     // A shared intermediate: z = (u + u) with u = 3x → dz/dx = 6.
     let u = x.mul_scalar(3.0).unwrap();
     let z = u.add(&u).unwrap();
-    assert_eq!(z.backward().unwrap().get(&x).unwrap().to_scalar().unwrap(), 6.0);
+    assert_eq!(
+        z.backward().unwrap().get(&x).unwrap().to_scalar().unwrap(),
+        6.0
+    );
 }
 
 #[test]
@@ -68,10 +71,13 @@ fn detach_blocks_the_gradient() {
 
 #[test]
 fn detach_and_reshape_share_storage() {
-    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], [2, 2], CPU).unwrap().variable();
+    let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], [2, 2], CPU)
+        .unwrap()
+        .variable();
     let d = x.detach();
     let r = x.reshape([4]).unwrap();
-    x.set(&Tensor::from_vec(vec![5.0f64, 6.0, 7.0, 8.0], [2, 2], CPU).unwrap()).unwrap();
+    x.set(&Tensor::from_vec(vec![5.0f64, 6.0, 7.0, 8.0], [2, 2], CPU).unwrap())
+        .unwrap();
     assert_eq!(d.to_vec::<f64>().unwrap(), vec![5.0, 6.0, 7.0, 8.0]);
     assert_eq!(r.to_vec::<f64>().unwrap(), vec![5.0, 6.0, 7.0, 8.0]);
     // Setting a tensor from itself does not deadlock.
@@ -129,15 +135,24 @@ fn backward_needs_a_scalar_or_an_explicit_gradient() {
     assert!(err.contains("backward") && err.contains("[2, 2]"), "{err}");
     let seed = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 4.0], [2, 2], CPU).unwrap();
     let g = y.backward_with(&seed).unwrap();
-    assert_eq!(g.get(&x).unwrap().to_vec::<f64>().unwrap(), vec![3.0, 6.0, 9.0, 12.0]);
+    assert_eq!(
+        g.get(&x).unwrap().to_vec::<f64>().unwrap(),
+        vec![3.0, 6.0, 9.0, 12.0]
+    );
 }
 
 #[test]
 fn f32_end_to_end() {
     let mut rng = Rng::new(5);
-    let w = Tensor::randn([4, 3, 3, 3], 0.0, 0.1, DType::F32, CPU, &mut rng).unwrap().variable();
+    let w = Tensor::randn([4, 3, 3, 3], 0.0, 0.1, DType::F32, CPU, &mut rng)
+        .unwrap()
+        .variable();
     let x = Tensor::randn([2, 3, 8, 8], 0.0, 1.0, DType::F32, CPU, &mut rng).unwrap();
-    let y = x.conv2d(&w, None, gantry_core::Conv2dParams::new(1, 1)).unwrap().leaky_relu(0.2).unwrap();
+    let y = x
+        .conv2d(&w, None, gantry_core::Conv2dParams::new(1, 1))
+        .unwrap()
+        .leaky_relu(0.2)
+        .unwrap();
     let g = y.mean_all().unwrap().backward().unwrap();
     let gw = g.get(&w).unwrap();
     assert_eq!(gw.dtype(), DType::F32);

@@ -22,16 +22,34 @@ fn conv2d_channel_mismatch_names_both_shapes() {
 
 #[test]
 fn conv_shape_errors() {
-    assert!(err(t(&[3, 8, 8]).conv2d(&t(&[4, 3, 3, 3]), None, Conv2dParams::default())).starts_with("conv2d: input must be 4-D"));
+    assert!(
+        err(t(&[3, 8, 8]).conv2d(&t(&[4, 3, 3, 3]), None, Conv2dParams::default()))
+            .starts_with("conv2d: input must be 4-D")
+    );
     let e = err(t(&[1, 3, 2, 2]).conv2d(&t(&[4, 3, 4, 4]), None, Conv2dParams::default()));
-    assert!(e.contains("smaller than the kernel 4x4") && e.contains("[1, 3, 2, 2]"), "{e}");
-    let e = err(t(&[1, 3, 8, 8]).conv2d(&t(&[4, 3, 3, 3]), Some(&t(&[3])), Conv2dParams::default()));
+    assert!(
+        e.contains("smaller than the kernel 4x4") && e.contains("[1, 3, 2, 2]"),
+        "{e}"
+    );
+    let e =
+        err(t(&[1, 3, 8, 8]).conv2d(&t(&[4, 3, 3, 3]), Some(&t(&[3])), Conv2dParams::default()));
     assert!(e.contains("bias must have shape [4]"), "{e}");
     let e = err(t(&[1, 3, 8, 8]).conv2d(&t(&[4, 3, 3, 3]), None, Conv2dParams::new(0, 0)));
     assert!(e.contains("stride"), "{e}");
-    let e = err(t(&[1, 3, 4, 4]).conv_transpose2d(&t(&[4, 2, 4, 4]), None, ConvTranspose2dParams::new(2, 1)));
-    assert!(e.starts_with("conv_transpose2d: input has 3 channels but weight expects 4"), "{e}");
-    let e = err(t(&[1, 3, 4, 4]).conv_transpose2d(&t(&[3, 2, 4, 4]), None, ConvTranspose2dParams::new(2, 1).with_output_padding(2)));
+    let e = err(t(&[1, 3, 4, 4]).conv_transpose2d(
+        &t(&[4, 2, 4, 4]),
+        None,
+        ConvTranspose2dParams::new(2, 1),
+    ));
+    assert!(
+        e.starts_with("conv_transpose2d: input has 3 channels but weight expects 4"),
+        "{e}"
+    );
+    let e = err(t(&[1, 3, 4, 4]).conv_transpose2d(
+        &t(&[3, 2, 4, 4]),
+        None,
+        ConvTranspose2dParams::new(2, 1).with_output_padding(2),
+    ));
     assert!(e.contains("output_padding"), "{e}");
 }
 
@@ -40,43 +58,67 @@ fn elementwise_and_matmul_errors() {
     let e = err(t(&[2, 3]).add(&t(&[4])));
     assert_eq!(e, "add: shapes [2, 3] and [4] cannot be broadcast together");
     let e = err(t(&[2, 3]).matmul(&t(&[4, 5])));
-    assert!(e.starts_with("matmul: inner dimensions differ") && e.contains("[2, 3]") && e.contains("[4, 5]"), "{e}");
+    assert!(
+        e.starts_with("matmul: inner dimensions differ")
+            && e.contains("[2, 3]")
+            && e.contains("[4, 5]"),
+        "{e}"
+    );
     assert!(err(t(&[3]).matmul(&t(&[3, 2]))).contains("at least 2 dimensions"));
     let f64t = Tensor::zeros([2, 3], DType::F64, CPU).unwrap();
-    assert_eq!(err(t(&[2, 3]).mul(&f64t)), "mul: operands have different dtypes (f32 and f64)");
+    assert_eq!(
+        err(t(&[2, 3]).mul(&f64t)),
+        "mul: operands have different dtypes (f32 and f64)"
+    );
     let half = Tensor::zeros([2], DType::F16, CPU).unwrap();
     assert_eq!(err(half.exp()), "exp: not implemented for dtype f16");
 }
 
 #[test]
 fn shape_op_errors() {
-    assert!(err(t(&[2, 3]).reshape([4])).starts_with("reshape: cannot reshape [2, 3] (6 elements) to [4]"));
+    assert!(err(t(&[2, 3]).reshape([4]))
+        .starts_with("reshape: cannot reshape [2, 3] (6 elements) to [4]"));
     assert!(err(t(&[2, 3]).permute(&[0, 0])).starts_with("permute:"));
     assert!(err(t(&[2, 3]).narrow(1, 2, 2)).contains("exceeds size 3"));
-    assert!(err(Tensor::concat(&[&t(&[2, 3]), &t(&[3, 3])], 1)).contains("differ outside dimension 1"));
-    assert!(err(t(&[2, 3]).broadcast_to([3, 3])).starts_with("broadcast_to: cannot broadcast [2, 3] to [3, 3]"));
+    assert!(
+        err(Tensor::concat(&[&t(&[2, 3]), &t(&[3, 3])], 1)).contains("differ outside dimension 1")
+    );
+    assert!(err(t(&[2, 3]).broadcast_to([3, 3]))
+        .starts_with("broadcast_to: cannot broadcast [2, 3] to [3, 3]"));
     assert!(err(t(&[2, 3]).sum(&[2], false)).contains("axis 2 out of range"));
     assert!(err(t(&[2, 3]).sum(&[1, 1], false)).contains("listed twice"));
     assert!(err(t(&[2, 0]).max(1, false)).contains("empty axis"));
     assert!(err(t(&[1, 5, 2, 2]).pixel_shuffle(2)).contains("not divisible"));
-    assert!(Tensor::from_vec(vec![1.0f32; 5], [2, 3], CPU).unwrap_err().to_string().contains("5 values cannot fill shape [2, 3]"));
+    assert!(Tensor::from_vec(vec![1.0f32; 5], [2, 3], CPU)
+        .unwrap_err()
+        .to_string()
+        .contains("5 values cannot fill shape [2, 3]"));
 }
 
 #[test]
 fn norm_and_loss_errors() {
-    let e = err(t(&[1, 3, 1, 1]).batch_norm_train(None, None, 1e-5).map(|r| r.0));
+    let e = err(t(&[1, 3, 1, 1])
+        .batch_norm_train(None, None, 1e-5)
+        .map(|r| r.0));
     assert!(e.contains("more than one value per channel"), "{e}");
-    let e = err(t(&[2, 3, 4, 4]).batch_norm_train(Some(&t(&[4])), None, 1e-5).map(|r| r.0));
+    let e = err(t(&[2, 3, 4, 4])
+        .batch_norm_train(Some(&t(&[4])), None, 1e-5)
+        .map(|r| r.0));
     assert!(e.contains("weight must have shape [3]"), "{e}");
     let e = err(loss::mse(&t(&[2, 3]), &t(&[3, 2]), Reduction::Mean));
-    assert_eq!(e, "mse: input shape [2, 3] differs from target shape [3, 2]");
+    assert_eq!(
+        e,
+        "mse: input shape [2, 3] differs from target shape [3, 2]"
+    );
     let e = err(t(&[2, 3, 4]).prelu(&t(&[2])));
     assert!(e.contains("weight must have shape [3] or [1]"), "{e}");
 }
 
 #[test]
 fn cuda_is_a_clear_error_not_a_panic() {
-    let e = Tensor::zeros([2], DType::F32, Device::Cuda(0)).unwrap_err().to_string();
+    let e = Tensor::zeros([2], DType::F32, Device::Cuda(0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cuda:0") && e.contains("no CUDA backend"), "{e}");
     let mut rng = Rng::new(0);
     assert!(Tensor::randn([2], 0.0, 1.0, DType::F32, Device::Cuda(1), &mut rng).is_err());
@@ -85,8 +127,16 @@ fn cuda_is_a_clear_error_not_a_panic() {
 
 #[test]
 fn dtype_access_errors() {
-    assert!(t(&[2]).to_vec::<f64>().unwrap_err().to_string().contains("dtype f32"));
-    assert!(t(&[2]).to_scalar().unwrap_err().to_string().contains("not one element"));
+    assert!(t(&[2])
+        .to_vec::<f64>()
+        .unwrap_err()
+        .to_string()
+        .contains("dtype f32"));
+    assert!(t(&[2])
+        .to_scalar()
+        .unwrap_err()
+        .to_string()
+        .contains("not one element"));
     let x = t(&[2]).variable();
     let y = x.exp().unwrap();
     assert!(y.set(&t(&[2])).unwrap_err().to_string().contains("detach"));

@@ -12,11 +12,15 @@ fn tiny_conv_net_fits_a_random_target() {
     let x = Tensor::randn([2, 3, 5, 5], 0.0, 1.0, f32, cpu, &mut rng).unwrap();
     let target = Tensor::randn([2, 1, 5, 5], 0.0, 1.0, f32, cpu, &mut rng).unwrap();
 
-    let w1 = Tensor::randn([16, 3, 3, 3], 0.0, 0.3, f32, cpu, &mut rng).unwrap().variable();
+    let w1 = Tensor::randn([16, 3, 3, 3], 0.0, 0.3, f32, cpu, &mut rng)
+        .unwrap()
+        .variable();
     let b1 = Tensor::zeros([16], f32, cpu).unwrap().variable();
     let gamma = Tensor::ones([16], f32, cpu).unwrap().variable();
     let beta = Tensor::zeros([16], f32, cpu).unwrap().variable();
-    let w2 = Tensor::randn([1, 16, 3, 3], 0.0, 0.1, f32, cpu, &mut rng).unwrap().variable();
+    let w2 = Tensor::randn([1, 16, 3, 3], 0.0, 0.1, f32, cpu, &mut rng)
+        .unwrap()
+        .variable();
     let params = [&w1, &b1, &gamma, &beta, &w2];
 
     let same = Conv2dParams::new(1, 1);

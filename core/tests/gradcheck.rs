@@ -17,7 +17,11 @@ fn shape() -> impl Strategy<Value = Vec<usize>> {
 /// leading dimensions dropped).
 fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
     (shape(), prop::collection::vec(any::<bool>(), 4), 0usize..3).prop_map(|(a, ones, drop)| {
-        let mut b: Vec<usize> = a.iter().zip(&ones).map(|(&d, &one)| if one { 1 } else { d }).collect();
+        let mut b: Vec<usize> = a
+            .iter()
+            .zip(&ones)
+            .map(|(&d, &one)| if one { 1 } else { d })
+            .collect();
         let drop = drop.min(b.len() - 1);
         b.drain(..drop);
         (a, b)
@@ -201,10 +205,30 @@ struct ConvCase {
 }
 
 fn conv_case() -> impl Strategy<Value = ConvCase> {
-    (1usize..3, 1usize..4, 1usize..4, [1usize..8, 1usize..8], [1usize..4, 1usize..4], [1usize..4, 1usize..4], [0usize..4, 0usize..4], [1usize..3, 1usize..3], any::<bool>())
+    (
+        1usize..3,
+        1usize..4,
+        1usize..4,
+        [1usize..8, 1usize..8],
+        [1usize..4, 1usize..4],
+        [1usize..4, 1usize..4],
+        [0usize..4, 0usize..4],
+        [1usize..3, 1usize..3],
+        any::<bool>(),
+    )
         .prop_map(|(n, c_in, c_out, hw, k, stride, pad, dil, bias)| {
             let pad = [pad[0] % (k[0] + 1), pad[1] % (k[1] + 1)];
-            ConvCase { n, c_in, c_out, hw, k, stride, pad, dil, bias }
+            ConvCase {
+                n,
+                c_in,
+                c_out,
+                hw,
+                k,
+                stride,
+                pad,
+                dil,
+                bias,
+            }
         })
 }
 
@@ -279,7 +303,13 @@ fn to_dtype_passes_the_gradient_back() {
     let x = randn(&[3, 4], &mut rng).variable();
     let y = x.to_dtype(DType::F32).unwrap();
     assert_eq!(y.dtype(), DType::F32);
-    let loss = y.to_dtype(DType::F64).unwrap().mul_scalar(2.0).unwrap().sum_all().unwrap();
+    let loss = y
+        .to_dtype(DType::F64)
+        .unwrap()
+        .mul_scalar(2.0)
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let g = loss.backward().unwrap();
     let gx = g.get(&x).unwrap();
     assert_eq!(gx.dtype(), DType::F64);

@@ -57,7 +57,11 @@ pub(crate) fn for_each_strided(
     strides: &[usize],
     mut f: impl FnMut(usize, usize),
 ) {
-    assert_eq!(shape.len(), strides.len(), "shape and strides differ in rank");
+    assert_eq!(
+        shape.len(),
+        strides.len(),
+        "shape and strides differ in rank"
+    );
     let count: usize = shape.iter().product();
     if count == 0 {
         return;

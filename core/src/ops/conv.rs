@@ -17,17 +17,28 @@ pub struct Conv2dParams {
 
 impl Default for Conv2dParams {
     fn default() -> Self {
-        Conv2dParams { stride: [1, 1], padding: [0, 0], dilation: [1, 1] }
+        Conv2dParams {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        }
     }
 }
 
 impl Conv2dParams {
     /// Square stride and padding, no dilation (`Conv2dParams::new(2, 1)` is DCGAN's).
     pub fn new(stride: usize, padding: usize) -> Self {
-        Conv2dParams { stride: [stride; 2], padding: [padding; 2], dilation: [1, 1] }
+        Conv2dParams {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            dilation: [1, 1],
+        }
     }
     pub fn with_dilation(self, dilation: usize) -> Self {
-        Conv2dParams { dilation: [dilation; 2], ..self }
+        Conv2dParams {
+            dilation: [dilation; 2],
+            ..self
+        }
     }
 }
 
@@ -44,36 +55,67 @@ pub struct ConvTranspose2dParams {
 
 impl Default for ConvTranspose2dParams {
     fn default() -> Self {
-        ConvTranspose2dParams { stride: [1, 1], padding: [0, 0], output_padding: [0, 0], dilation: [1, 1] }
+        ConvTranspose2dParams {
+            stride: [1, 1],
+            padding: [0, 0],
+            output_padding: [0, 0],
+            dilation: [1, 1],
+        }
     }
 }
 
 impl ConvTranspose2dParams {
     /// Square stride and padding (`ConvTranspose2dParams::new(2, 1)` is DCGAN's upsampler).
     pub fn new(stride: usize, padding: usize) -> Self {
-        ConvTranspose2dParams { stride: [stride; 2], padding: [padding; 2], ..Default::default() }
+        ConvTranspose2dParams {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            ..Default::default()
+        }
     }
     pub fn with_output_padding(self, output_padding: usize) -> Self {
-        ConvTranspose2dParams { output_padding: [output_padding; 2], ..self }
+        ConvTranspose2dParams {
+            output_padding: [output_padding; 2],
+            ..self
+        }
     }
     pub fn with_dilation(self, dilation: usize) -> Self {
-        ConvTranspose2dParams { dilation: [dilation; 2], ..self }
+        ConvTranspose2dParams {
+            dilation: [dilation; 2],
+            ..self
+        }
     }
 }
 
-fn check_conv_args(op: &'static str, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, stride: [usize; 2], dilation: [usize; 2]) -> Result<()> {
+fn check_conv_args(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> Result<()> {
     let mut all = vec![x, w];
     all.extend(bias);
     check_same(op, &all)?;
     check_float(op, x)?;
     if x.rank() != 4 {
-        return Err(Error::shape(op, format!("input must be 4-D [n, c, h, w], got {}", x.shape())));
+        return Err(Error::shape(
+            op,
+            format!("input must be 4-D [n, c, h, w], got {}", x.shape()),
+        ));
     }
     if w.rank() != 4 {
-        return Err(Error::shape(op, format!("weight must be 4-D, got {}", w.shape())));
+        return Err(Error::shape(
+            op,
+            format!("weight must be 4-D, got {}", w.shape()),
+        ));
     }
     if stride.contains(&0) || dilation.contains(&0) {
-        return Err(Error::invalid(op, format!("stride {stride:?} and dilation {dilation:?} must be positive")));
+        return Err(Error::invalid(
+            op,
+            format!("stride {stride:?} and dilation {dilation:?} must be positive"),
+        ));
     }
     Ok(())
 }
@@ -87,19 +129,33 @@ fn add_channel_bias(y: Storage, dims: [usize; 4], bias: &Tensor) -> Result<Stora
 impl Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch's `conv2d`): input `[n, c_in, h, w]`,
     /// weight `[c_out, c_in, kh, kw]`, optional bias `[c_out]` → `[n, c_out, h_out, w_out]`.
-    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
         let op = "conv2d";
         check_conv_args(op, self, weight, bias, p.stride, p.dilation)?;
         let (x, w) = (self.dims(), weight.dims());
         if x[1] != w[1] {
             return Err(Error::shape(
                 op,
-                format!("input has {} channels but weight expects {} (input {}, weight {})", x[1], w[1], self.shape(), weight.shape()),
+                format!(
+                    "input has {} channels but weight expects {} (input {}, weight {})",
+                    x[1],
+                    w[1],
+                    self.shape(),
+                    weight.shape()
+                ),
             ));
         }
         if let Some(b) = bias {
             if b.dims() != [w[0]] {
-                return Err(Error::shape(op, format!("bias must have shape [{}], got {}", w[0], b.shape())));
+                return Err(Error::shape(
+                    op,
+                    format!("bias must have shape [{}], got {}", w[0], b.shape()),
+                ));
             }
         }
         let geom = Conv2dGeom {
@@ -130,7 +186,11 @@ impl Tensor {
                 ),
             )
         })?;
-        let y = self.storage().conv2d(&weight.storage(), bias.map(|b| b.storage()).as_deref(), &geom)?;
+        let y = self.storage().conv2d(
+            &weight.storage(),
+            bias.map(|b| b.storage()).as_deref(),
+            &geom,
+        )?;
         let out_dims = [geom.n, geom.c_out, geom.h_out, geom.w_out];
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
@@ -138,11 +198,21 @@ impl Tensor {
             let (x, w, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
             let dx = ctx
                 .needs(0)
-                .then(|| Ok::<_, Error>(Tensor::from_storage(g.storage().conv2d_backward_data(&w.storage(), &geom)?, x.shape().clone())))
+                .then(|| {
+                    Ok::<_, Error>(Tensor::from_storage(
+                        g.storage().conv2d_backward_data(&w.storage(), &geom)?,
+                        x.shape().clone(),
+                    ))
+                })
                 .transpose()?;
             let dw = ctx
                 .needs(1)
-                .then(|| Ok::<_, Error>(Tensor::from_storage(x.storage().conv2d_backward_weight(&g.storage(), &geom)?, w.shape().clone())))
+                .then(|| {
+                    Ok::<_, Error>(Tensor::from_storage(
+                        x.storage().conv2d_backward_weight(&g.storage(), &geom)?,
+                        w.shape().clone(),
+                    ))
+                })
                 .transpose()?;
             let db = ctx.needs(2).then(|| g.sum(&[0, 2, 3], false)).transpose()?;
             Ok(vec![dx, dw, db])
@@ -157,19 +227,33 @@ impl Tensor {
     /// same weight, so forward runs conv backward-data, the input gradient runs conv forward,
     /// and the weight gradient runs conv backward-weight with the roles of input and output
     /// gradient swapped.
-    pub fn conv_transpose2d(&self, weight: &Tensor, bias: Option<&Tensor>, p: ConvTranspose2dParams) -> Result<Tensor> {
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: ConvTranspose2dParams,
+    ) -> Result<Tensor> {
         let op = "conv_transpose2d";
         check_conv_args(op, self, weight, bias, p.stride, p.dilation)?;
         let (x, w) = (self.dims(), weight.dims());
         if x[1] != w[0] {
             return Err(Error::shape(
                 op,
-                format!("input has {} channels but weight expects {} (input {}, weight {})", x[1], w[0], self.shape(), weight.shape()),
+                format!(
+                    "input has {} channels but weight expects {} (input {}, weight {})",
+                    x[1],
+                    w[0],
+                    self.shape(),
+                    weight.shape()
+                ),
             ));
         }
         if let Some(b) = bias {
             if b.dims() != [w[1]] {
-                return Err(Error::shape(op, format!("bias must have shape [{}], got {}", w[1], b.shape())));
+                return Err(Error::shape(
+                    op,
+                    format!("bias must have shape [{}], got {}", w[1], b.shape()),
+                ));
             }
         }
         let mut out_hw = [0; 2];
@@ -177,13 +261,30 @@ impl Tensor {
             if p.output_padding[a] >= p.stride[a] && p.output_padding[a] >= p.dilation[a] {
                 return Err(Error::invalid(
                     op,
-                    format!("output_padding {:?} must be smaller than stride {:?} or dilation {:?}", p.output_padding, p.stride, p.dilation),
+                    format!(
+                        "output_padding {:?} must be smaller than stride {:?} or dilation {:?}",
+                        p.output_padding, p.stride, p.dilation
+                    ),
                 ));
             }
-            let full = (x[2 + a] - 1) * p.stride[a] + p.dilation[a] * (w[2 + a] - 1) + p.output_padding[a] + 1;
-            out_hw[a] = full.checked_sub(2 * p.padding[a]).filter(|&v| v > 0).ok_or_else(|| {
-                Error::shape(op, format!("padding {:?} leaves no output for input {} and weight {}", p.padding, self.shape(), weight.shape()))
-            })?;
+            let full = (x[2 + a] - 1) * p.stride[a]
+                + p.dilation[a] * (w[2 + a] - 1)
+                + p.output_padding[a]
+                + 1;
+            out_hw[a] = full
+                .checked_sub(2 * p.padding[a])
+                .filter(|&v| v > 0)
+                .ok_or_else(|| {
+                    Error::shape(
+                        op,
+                        format!(
+                            "padding {:?} leaves no output for input {} and weight {}",
+                            p.padding,
+                            self.shape(),
+                            weight.shape()
+                        ),
+                    )
+                })?;
         }
         // The convolution this op is the adjoint of.
         let geom = Conv2dGeom {
@@ -201,7 +302,9 @@ impl Tensor {
             w_out: x[3],
         };
         let out_dims = [geom.n, geom.c_in, geom.h, geom.w];
-        let mut y = self.storage().conv2d_backward_data(&weight.storage(), &geom)?;
+        let mut y = self
+            .storage()
+            .conv2d_backward_data(&weight.storage(), &geom)?;
         if let Some(b) = bias {
             y = add_channel_bias(y, out_dims, b)?;
         }
@@ -211,11 +314,21 @@ impl Tensor {
             let (x, w, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
             let dx = ctx
                 .needs(0)
-                .then(|| Ok::<_, Error>(Tensor::from_storage(g.storage().conv2d(&w.storage(), None, &geom)?, x.shape().clone())))
+                .then(|| {
+                    Ok::<_, Error>(Tensor::from_storage(
+                        g.storage().conv2d(&w.storage(), None, &geom)?,
+                        x.shape().clone(),
+                    ))
+                })
                 .transpose()?;
             let dw = ctx
                 .needs(1)
-                .then(|| Ok::<_, Error>(Tensor::from_storage(g.storage().conv2d_backward_weight(&x.storage(), &geom)?, w.shape().clone())))
+                .then(|| {
+                    Ok::<_, Error>(Tensor::from_storage(
+                        g.storage().conv2d_backward_weight(&x.storage(), &geom)?,
+                        w.shape().clone(),
+                    ))
+                })
                 .transpose()?;
             let db = ctx.needs(2).then(|| g.sum(&[0, 2, 3], false)).transpose()?;
             Ok(vec![dx, dw, db])

@@ -9,11 +9,19 @@ impl Tensor {
     fn unary_op(&self, op: UnaryOp) -> Result<Tensor> {
         check_float(op.name(), self)?;
         let y = self.storage().unary(op)?;
-        Ok(Tensor::from_op(y, self.shape().clone(), op.name(), &[self], move |ctx| {
-            let x = &ctx.inputs[0];
-            let dx = x.storage().unary_backward(&ctx.output.storage(), &ctx.grad.storage(), op)?;
-            Ok(vec![Some(Tensor::from_storage(dx, x.shape().clone()))])
-        }))
+        Ok(Tensor::from_op(
+            y,
+            self.shape().clone(),
+            op.name(),
+            &[self],
+            move |ctx| {
+                let x = &ctx.inputs[0];
+                let dx =
+                    x.storage()
+                        .unary_backward(&ctx.output.storage(), &ctx.grad.storage(), op)?;
+                Ok(vec![Some(Tensor::from_storage(dx, x.shape().clone()))])
+            },
+        ))
     }
 
     pub fn neg(&self) -> Result<Tensor> {
@@ -67,29 +75,55 @@ impl Tensor {
         let name = op.name();
         check_same(name, &[self, rhs])?;
         check_float(name, self)?;
-        let geom = BroadcastGeom::new(self.dims(), rhs.dims())
-            .ok_or_else(|| Error::shape(name, format!("shapes {} and {} cannot be broadcast together", self.shape(), rhs.shape())))?;
+        let geom = BroadcastGeom::new(self.dims(), rhs.dims()).ok_or_else(|| {
+            Error::shape(
+                name,
+                format!(
+                    "shapes {} and {} cannot be broadcast together",
+                    self.shape(),
+                    rhs.shape()
+                ),
+            )
+        })?;
         let out_shape = Shape::new(geom.out_shape.clone());
         let out = self.storage().binary(&rhs.storage(), &geom, op)?;
-        Ok(Tensor::from_op(out, out_shape, name, &[self, rhs], move |ctx| {
-            let (a, b, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
-            let (ga, gb) = match op {
-                BinaryOp::Add => (Some(g.clone()), Some(g.clone())),
-                BinaryOp::Sub => (Some(g.clone()), ctx.needs(1).then(|| g.neg()).transpose()?),
-                BinaryOp::Mul => (ctx.needs(0).then(|| g.mul(b)).transpose()?, ctx.needs(1).then(|| g.mul(a)).transpose()?),
-                // d(a/b)/da = 1/b ; d(a/b)/db = -a/b² = -(a/b)/b
-                BinaryOp::Div => (
-                    ctx.needs(0).then(|| g.div(b)).transpose()?,
-                    ctx.needs(1).then(|| g.mul(ctx.output)?.div(b)?.neg()).transpose()?,
-                ),
-                // d(a^b)/da = b·a^(b−1) ; d(a^b)/db = a^b · ln a
-                BinaryOp::Pow => (
-                    ctx.needs(0).then(|| g.mul(&b.mul(&a.pow(&b.add_scalar(-1.0)?)?)?)).transpose()?,
-                    ctx.needs(1).then(|| g.mul(&ctx.output.mul(&a.log()?)?)).transpose()?,
-                ),
-            };
-            Ok(vec![ga.map(|t| t.sum_to(a.shape())).transpose()?, gb.map(|t| t.sum_to(b.shape())).transpose()?])
-        }))
+        Ok(Tensor::from_op(
+            out,
+            out_shape,
+            name,
+            &[self, rhs],
+            move |ctx| {
+                let (a, b, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
+                let (ga, gb) = match op {
+                    BinaryOp::Add => (Some(g.clone()), Some(g.clone())),
+                    BinaryOp::Sub => (Some(g.clone()), ctx.needs(1).then(|| g.neg()).transpose()?),
+                    BinaryOp::Mul => (
+                        ctx.needs(0).then(|| g.mul(b)).transpose()?,
+                        ctx.needs(1).then(|| g.mul(a)).transpose()?,
+                    ),
+                    // d(a/b)/da = 1/b ; d(a/b)/db = -a/b² = -(a/b)/b
+                    BinaryOp::Div => (
+                        ctx.needs(0).then(|| g.div(b)).transpose()?,
+                        ctx.needs(1)
+                            .then(|| g.mul(ctx.output)?.div(b)?.neg())
+                            .transpose()?,
+                    ),
+                    // d(a^b)/da = b·a^(b−1) ; d(a^b)/db = a^b · ln a
+                    BinaryOp::Pow => (
+                        ctx.needs(0)
+                            .then(|| g.mul(&b.mul(&a.pow(&b.add_scalar(-1.0)?)?)?))
+                            .transpose()?,
+                        ctx.needs(1)
+                            .then(|| g.mul(&ctx.output.mul(&a.log()?)?))
+                            .transpose()?,
+                    ),
+                };
+                Ok(vec![
+                    ga.map(|t| t.sum_to(a.shape())).transpose()?,
+                    gb.map(|t| t.sum_to(b.shape())).transpose()?,
+                ])
+            },
+        ))
     }
 
     /// `self + rhs`, broadcasting.
@@ -118,11 +152,20 @@ impl Tensor {
         }
         let (src, dst) = (self.dims(), shape.dims());
         let lead = src.len().checked_sub(dst.len());
-        let ok = lead.is_some_and(|lead| dst.iter().enumerate().all(|(i, &d)| d == src[lead + i] || d == 1));
+        let ok = lead.is_some_and(|lead| {
+            dst.iter()
+                .enumerate()
+                .all(|(i, &d)| d == src[lead + i] || d == 1)
+        });
         let Some(lead) = lead.filter(|_| ok) else {
-            return Err(Error::shape("sum_to", format!("cannot reduce shape {} to {shape}", self.shape())));
+            return Err(Error::shape(
+                "sum_to",
+                format!("cannot reduce shape {} to {shape}", self.shape()),
+            ));
         };
-        let axes: Vec<usize> = (0..src.len()).filter(|&i| i < lead || (dst[i - lead] == 1 && src[i] != 1)).collect();
+        let axes: Vec<usize> = (0..src.len())
+            .filter(|&i| i < lead || (dst[i - lead] == 1 && src[i] != 1))
+            .collect();
         self.sum_keepdim(&axes)?.reshape(shape.clone())
     }
 
@@ -136,16 +179,35 @@ impl Tensor {
         if weight.rank() != 1 || (weight.dims()[0] != c && weight.dims()[0] != 1) {
             return Err(Error::shape(
                 "prelu",
-                format!("weight must have shape [{c}] or [1] for input {}, got {}", self.shape(), weight.shape()),
+                format!(
+                    "weight must have shape [{c}] or [1] for input {}, got {}",
+                    self.shape(),
+                    weight.shape()
+                ),
             ));
         }
         let n = d.first().copied().unwrap_or(1);
-        let dims = if d.len() >= 2 { [n, c, d[2..].iter().product()] } else { [1, 1, self.elem_count()] };
+        let dims = if d.len() >= 2 {
+            [n, c, d[2..].iter().product()]
+        } else {
+            [1, 1, self.elem_count()]
+        };
         let y = self.storage().prelu(&weight.storage(), dims)?;
-        Ok(Tensor::from_op(y, self.shape().clone(), "prelu", &[self, weight], move |ctx| {
-            let (x, w) = (&ctx.inputs[0], &ctx.inputs[1]);
-            let (dx, dw) = x.storage().prelu_backward(&w.storage(), &ctx.grad.storage(), dims)?;
-            Ok(vec![Some(Tensor::from_storage(dx, x.shape().clone())), Some(Tensor::from_storage(dw, w.shape().clone()))])
-        }))
+        Ok(Tensor::from_op(
+            y,
+            self.shape().clone(),
+            "prelu",
+            &[self, weight],
+            move |ctx| {
+                let (x, w) = (&ctx.inputs[0], &ctx.inputs[1]);
+                let (dx, dw) =
+                    x.storage()
+                        .prelu_backward(&w.storage(), &ctx.grad.storage(), dims)?;
+                Ok(vec![
+                    Some(Tensor::from_storage(dx, x.shape().clone())),
+                    Some(Tensor::from_storage(dw, w.shape().clone())),
+                ])
+            },
+        ))
     }
 }

@@ -28,7 +28,9 @@ use crate::{Error, Result, Tensor};
 
 /// All operands on one device with one dtype.
 pub(crate) fn check_same(op: &'static str, ts: &[&Tensor]) -> Result<()> {
-    let Some((first, rest)) = ts.split_first() else { return Ok(()) };
+    let Some((first, rest)) = ts.split_first() else {
+        return Ok(());
+    };
     let (d, t) = (first.device(), first.dtype());
     for x in rest {
         if x.device() != d {

@@ -19,15 +19,28 @@ impl Tensor {
     fn bn_geom(&self, op: &'static str) -> Result<BatchNormGeom> {
         check_float(op, self)?;
         if self.rank() < 2 {
-            return Err(Error::shape(op, format!("input must be [n, c, …] with at least 2 dimensions, got {}", self.shape())));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input must be [n, c, …] with at least 2 dimensions, got {}",
+                    self.shape()
+                ),
+            ));
         }
         let d = self.dims();
-        Ok(BatchNormGeom { n: d[0], c: d[1], inner: d[2..].iter().product() })
+        Ok(BatchNormGeom {
+            n: d[0],
+            c: d[1],
+            inner: d[2..].iter().product(),
+        })
     }
 
     fn check_channel_vec(op: &'static str, what: &str, t: Option<&Tensor>, c: usize) -> Result<()> {
         match t {
-            Some(t) if t.dims() != [c] => Err(Error::shape(op, format!("{what} must have shape [{c}], got {}", t.shape()))),
+            Some(t) if t.dims() != [c] => Err(Error::shape(
+                op,
+                format!("{what} must have shape [{c}], got {}", t.shape()),
+            )),
             _ => Ok(()),
         }
     }
@@ -35,7 +48,12 @@ impl Tensor {
     /// Batch norm in training mode: normalises each channel (dimension 1) with the batch's own
     /// mean and biased variance, then scales by `weight` and shifts by `bias` (both `[c]`,
     /// optional). Returns the output and the batch statistics.
-    pub fn batch_norm_train(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<(Tensor, BatchStats)> {
+    pub fn batch_norm_train(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<(Tensor, BatchStats)> {
         let op = "batch_norm";
         let geom = self.bn_geom(op)?;
         Self::check_channel_vec(op, "weight", weight, geom.c)?;
@@ -45,10 +63,24 @@ impl Tensor {
         all.extend(bias);
         check_same(op, &all)?;
         if geom.per_channel() <= 1 {
-            return Err(Error::shape(op, format!("training needs more than one value per channel, got input {}", self.shape())));
+            return Err(Error::shape(
+                op,
+                format!(
+                    "training needs more than one value per channel, got input {}",
+                    self.shape()
+                ),
+            ));
         }
         let (mean, var) = self.storage().batch_norm_stats(&geom)?;
-        let y = self.storage().batch_norm_forward((&mean, &var), (weight.map(|w| w.storage()).as_deref(), bias.map(|b| b.storage()).as_deref()), eps, &geom)?;
+        let y = self.storage().batch_norm_forward(
+            (&mean, &var),
+            (
+                weight.map(|w| w.storage()).as_deref(),
+                bias.map(|b| b.storage()).as_deref(),
+            ),
+            eps,
+            &geom,
+        )?;
         let stats = BatchStats {
             mean: Tensor::from_storage(mean, [geom.c]),
             var: Tensor::from_storage(var, [geom.c]),
@@ -60,7 +92,14 @@ impl Tensor {
 
     /// Batch norm in evaluation mode, with given (running) statistics; the gradient treats them
     /// as constants.
-    pub fn batch_norm_eval(&self, mean: &Tensor, var: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    pub fn batch_norm_eval(
+        &self,
+        mean: &Tensor,
+        var: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
         let op = "batch_norm";
         let geom = self.bn_geom(op)?;
         Self::check_channel_vec(op, "running mean", Some(mean), geom.c)?;
@@ -73,17 +112,33 @@ impl Tensor {
         check_same(op, &all)?;
         let y = self.storage().batch_norm_forward(
             (&mean.storage(), &var.storage()),
-            (weight.map(|w| w.storage()).as_deref(), bias.map(|b| b.storage()).as_deref()),
+            (
+                weight.map(|w| w.storage()).as_deref(),
+                bias.map(|b| b.storage()).as_deref(),
+            ),
             eps,
             &geom,
         )?;
-        let stats = BatchStats { mean: mean.detach(), var: var.detach(), count: geom.per_channel() };
+        let stats = BatchStats {
+            mean: mean.detach(),
+            var: var.detach(),
+            count: geom.per_channel(),
+        };
         Ok(self.bn_op(y, &stats, weight, bias, eps, false, geom))
     }
 
     /// Records the batch-norm node. Inputs are `[x, weight?, bias?]`.
     #[allow(clippy::too_many_arguments)]
-    fn bn_op(&self, y: crate::storage::Storage, stats: &BatchStats, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64, training: bool, geom: BatchNormGeom) -> Tensor {
+    fn bn_op(
+        &self,
+        y: crate::storage::Storage,
+        stats: &BatchStats,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        training: bool,
+        geom: BatchNormGeom,
+    ) -> Tensor {
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);

@@ -9,10 +9,16 @@ impl Tensor {
     fn check_axes(&self, op: &'static str, axes: &[usize]) -> Result<()> {
         for (i, &a) in axes.iter().enumerate() {
             if a >= self.rank() {
-                return Err(Error::invalid(op, format!("axis {a} out of range for shape {}", self.shape())));
+                return Err(Error::invalid(
+                    op,
+                    format!("axis {a} out of range for shape {}", self.shape()),
+                ));
             }
             if axes[..i].contains(&a) {
-                return Err(Error::invalid(op, format!("axis {a} listed twice in {axes:?}")));
+                return Err(Error::invalid(
+                    op,
+                    format!("axis {a} listed twice in {axes:?}"),
+                ));
             }
         }
         Ok(())
@@ -26,7 +32,9 @@ impl Tensor {
         let out_shape = Shape::new(reduced_shape(self.dims(), axes));
         let out = self.storage().sum_axes(self.dims(), axes)?;
         Ok(Tensor::from_op(out, out_shape, "sum", &[self], |ctx| {
-            Ok(vec![Some(ctx.grad.broadcast_to(ctx.inputs[0].shape().clone())?)])
+            Ok(vec![Some(
+                ctx.grad.broadcast_to(ctx.inputs[0].shape().clone())?,
+            )])
         }))
     }
 
@@ -36,7 +44,13 @@ impl Tensor {
         if keepdim {
             return Ok(s);
         }
-        let dims: Vec<usize> = self.dims().iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+        let dims: Vec<usize> = self
+            .dims()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(_, &d)| d)
+            .collect();
         s.reshape(dims)
     }
 
@@ -64,7 +78,13 @@ impl Tensor {
         check_float("max", self)?;
         self.check_axes("max", &[axis])?;
         if self.dims()[axis] == 0 {
-            return Err(Error::shape("max", format!("cannot take the maximum over empty axis {axis} of shape {}", self.shape())));
+            return Err(Error::shape(
+                "max",
+                format!(
+                    "cannot take the maximum over empty axis {axis} of shape {}",
+                    self.shape()
+                ),
+            ));
         }
         let in_shape = self.dims().to_vec();
         let mut out_dims = reduced_shape(self.dims(), &[axis]);
@@ -75,7 +95,10 @@ impl Tensor {
         let indices = Tensor::from_storage(indices, out_dims.clone());
         let saved = indices.clone();
         let values = Tensor::from_op(values, out_dims, "max", &[self], move |ctx| {
-            let dx = ctx.grad.storage().max_axis_backward(&saved.storage(), &in_shape, axis)?;
+            let dx = ctx
+                .grad
+                .storage()
+                .max_axis_backward(&saved.storage(), &in_shape, axis)?;
             Ok(vec![Some(Tensor::from_storage(dx, in_shape.clone()))])
         });
         Ok((values, indices))

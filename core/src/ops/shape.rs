@@ -12,19 +12,29 @@ impl Tensor {
         if shape.elem_count() != self.elem_count() {
             return Err(Error::shape(
                 "reshape",
-                format!("cannot reshape {} ({} elements) to {shape} ({} elements)", self.shape(), self.elem_count(), shape.elem_count()),
+                format!(
+                    "cannot reshape {} ({} elements) to {shape} ({} elements)",
+                    self.shape(),
+                    self.elem_count(),
+                    shape.elem_count()
+                ),
             ));
         }
         if &shape == self.shape() {
             return Ok(self.clone());
         }
-        Ok(self.share_op(shape, "reshape", |ctx| Ok(vec![Some(ctx.grad.reshape(ctx.inputs[0].shape().clone())?)])))
+        Ok(self.share_op(shape, "reshape", |ctx| {
+            Ok(vec![Some(ctx.grad.reshape(ctx.inputs[0].shape().clone())?)])
+        }))
     }
 
     /// Inserts a size-1 dimension at `dim` (`0..=rank`).
     pub fn unsqueeze(&self, dim: usize) -> Result<Tensor> {
         if dim > self.rank() {
-            return Err(Error::invalid("unsqueeze", format!("dimension {dim} out of range for shape {}", self.shape())));
+            return Err(Error::invalid(
+                "unsqueeze",
+                format!("dimension {dim} out of range for shape {}", self.shape()),
+            ));
         }
         let mut d = self.dims().to_vec();
         d.insert(dim, 1);
@@ -34,7 +44,10 @@ impl Tensor {
     /// Removes dimension `dim`, which must have size 1.
     pub fn squeeze(&self, dim: usize) -> Result<Tensor> {
         if self.shape().dim("squeeze", dim)? != 1 {
-            return Err(Error::shape("squeeze", format!("dimension {dim} of {} is not 1", self.shape())));
+            return Err(Error::shape(
+                "squeeze",
+                format!("dimension {dim} of {} is not 1", self.shape()),
+            ));
         }
         let mut d = self.dims().to_vec();
         d.remove(dim);
@@ -44,7 +57,13 @@ impl Tensor {
     /// Merges dimensions `start..` into one (`[n, c, h, w]` → `[n, c·h·w]` with `start = 1`).
     pub fn flatten_from(&self, start: usize) -> Result<Tensor> {
         if start >= self.rank() {
-            return Err(Error::invalid("flatten", format!("start dimension {start} out of range for shape {}", self.shape())));
+            return Err(Error::invalid(
+                "flatten",
+                format!(
+                    "start dimension {start} out of range for shape {}",
+                    self.shape()
+                ),
+            ));
         }
         let mut d = self.dims()[..start].to_vec();
         d.push(self.dims()[start..].iter().product());
@@ -54,8 +73,18 @@ impl Tensor {
     /// Reorders dimensions: output dimension `i` is input dimension `dims[i]`.
     pub fn permute(&self, dims: &[usize]) -> Result<Tensor> {
         let mut seen = vec![false; self.rank()];
-        if dims.len() != self.rank() || dims.iter().any(|&d| d >= self.rank() || std::mem::replace(&mut seen[d], true)) {
-            return Err(Error::invalid("permute", format!("{dims:?} is not a permutation of the dimensions of {}", self.shape())));
+        if dims.len() != self.rank()
+            || dims
+                .iter()
+                .any(|&d| d >= self.rank() || std::mem::replace(&mut seen[d], true))
+        {
+            return Err(Error::invalid(
+                "permute",
+                format!(
+                    "{dims:?} is not a permutation of the dimensions of {}",
+                    self.shape()
+                ),
+            ));
         }
         let strides = self.shape().strides();
         let out_dims: Vec<usize> = dims.iter().map(|&d| self.dims()[d]).collect();
@@ -65,7 +94,13 @@ impl Tensor {
         for (i, &d) in dims.iter().enumerate() {
             inverse[d] = i;
         }
-        Ok(Tensor::from_op(out, out_dims, "permute", &[self], move |ctx| Ok(vec![Some(ctx.grad.permute(&inverse)?)])))
+        Ok(Tensor::from_op(
+            out,
+            out_dims,
+            "permute",
+            &[self],
+            move |ctx| Ok(vec![Some(ctx.grad.permute(&inverse)?)]),
+        ))
     }
 
     /// Swaps two dimensions.
@@ -81,7 +116,14 @@ impl Tensor {
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
         let size = self.shape().dim("narrow", dim)?;
         if start + len > size {
-            return Err(Error::invalid("narrow", format!("range {start}..{} exceeds size {size} of dimension {dim} in {}", start + len, self.shape())));
+            return Err(Error::invalid(
+                "narrow",
+                format!(
+                    "range {start}..{} exceeds size {size} of dimension {dim} in {}",
+                    start + len,
+                    self.shape()
+                ),
+            ));
         }
         let strides = self.shape().strides();
         let mut out_dims = self.dims().to_vec();
@@ -89,13 +131,20 @@ impl Tensor {
         let offset = start * strides[dim];
         let out = self.storage().gather(offset, &strides, &out_dims)?;
         let view = (offset, strides, out_dims.clone());
-        Ok(Tensor::from_op(out, out_dims, "narrow", &[self], move |ctx| {
-            // Backward: the gradient lands back in its slot of a zero tensor.
-            let x = &ctx.inputs[0];
-            let mut dx = crate::storage::Storage::full(x.device(), x.dtype(), x.elem_count(), 0.0)?;
-            dx.scatter(&ctx.grad.storage(), view.0, &view.1, &view.2, false)?;
-            Ok(vec![Some(Tensor::from_storage(dx, x.shape().clone()))])
-        }))
+        Ok(Tensor::from_op(
+            out,
+            out_dims,
+            "narrow",
+            &[self],
+            move |ctx| {
+                // Backward: the gradient lands back in its slot of a zero tensor.
+                let x = &ctx.inputs[0];
+                let mut dx =
+                    crate::storage::Storage::full(x.device(), x.dtype(), x.elem_count(), 0.0)?;
+                dx.scatter(&ctx.grad.storage(), view.0, &view.1, &view.2, false)?;
+                Ok(vec![Some(Tensor::from_storage(dx, x.shape().clone()))])
+            },
+        ))
     }
 
     /// Joins tensors along `dim`; all other dimensions must agree.
@@ -106,31 +155,63 @@ impl Tensor {
         check_same("concat", tensors)?;
         first.shape().check_axis("concat", dim)?;
         for t in tensors {
-            let same = t.rank() == first.rank() && t.dims().iter().zip(first.dims()).enumerate().all(|(i, (a, b))| i == dim || a == b);
+            let same = t.rank() == first.rank()
+                && t.dims()
+                    .iter()
+                    .zip(first.dims())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == dim || a == b);
             if !same {
                 let shapes: Vec<String> = tensors.iter().map(|t| t.shape().to_string()).collect();
-                return Err(Error::shape("concat", format!("shapes {} differ outside dimension {dim}", shapes.join(", "))));
+                return Err(Error::shape(
+                    "concat",
+                    format!(
+                        "shapes {} differ outside dimension {dim}",
+                        shapes.join(", ")
+                    ),
+                ));
             }
         }
         let mut out_dims = first.dims().to_vec();
         out_dims[dim] = tensors.iter().map(|t| t.dims()[dim]).sum();
         let strides = contiguous_strides(&out_dims);
-        let mut out = crate::storage::Storage::full(first.device(), first.dtype(), out_dims.iter().product(), 0.0)?;
+        let mut out = crate::storage::Storage::full(
+            first.device(),
+            first.dtype(),
+            out_dims.iter().product(),
+            0.0,
+        )?;
         let mut starts = Vec::with_capacity(tensors.len());
         let mut start = 0;
         for t in tensors {
-            out.scatter(&t.storage(), start * strides[dim], &strides, t.dims(), false)?;
+            out.scatter(
+                &t.storage(),
+                start * strides[dim],
+                &strides,
+                t.dims(),
+                false,
+            )?;
             starts.push(start);
             start += t.dims()[dim];
         }
-        Ok(Tensor::from_op(out, out_dims, "concat", tensors, move |ctx| {
-            ctx.inputs
-                .iter()
-                .zip(&starts)
-                .enumerate()
-                .map(|(i, (t, &s))| ctx.needs(i).then(|| ctx.grad.narrow(dim, s, t.dims()[dim])).transpose())
-                .collect()
-        }))
+        Ok(Tensor::from_op(
+            out,
+            out_dims,
+            "concat",
+            tensors,
+            move |ctx| {
+                ctx.inputs
+                    .iter()
+                    .zip(&starts)
+                    .enumerate()
+                    .map(|(i, (t, &s))| {
+                        ctx.needs(i)
+                            .then(|| ctx.grad.narrow(dim, s, t.dims()[dim]))
+                            .transpose()
+                    })
+                    .collect()
+            },
+        ))
     }
 
     /// Repeats size-1 (or missing leading) dimensions to reach `shape`, NumPy-style.
@@ -141,16 +222,35 @@ impl Tensor {
         }
         let (src, dst) = (self.dims(), shape.dims());
         let lead = dst.len().checked_sub(src.len());
-        let ok = lead.is_some_and(|lead| src.iter().enumerate().all(|(i, &s)| s == dst[lead + i] || s == 1));
+        let ok = lead.is_some_and(|lead| {
+            src.iter()
+                .enumerate()
+                .all(|(i, &s)| s == dst[lead + i] || s == 1)
+        });
         let Some(lead) = lead.filter(|_| ok) else {
-            return Err(Error::shape("broadcast_to", format!("cannot broadcast {} to {shape}", self.shape())));
+            return Err(Error::shape(
+                "broadcast_to",
+                format!("cannot broadcast {} to {shape}", self.shape()),
+            ));
         };
         let src_strides = self.shape().strides();
         let strides: Vec<usize> = (0..dst.len())
-            .map(|i| if i < lead || src[i - lead] != dst[i] { 0 } else { src_strides[i - lead] })
+            .map(|i| {
+                if i < lead || src[i - lead] != dst[i] {
+                    0
+                } else {
+                    src_strides[i - lead]
+                }
+            })
             .collect();
         let out = self.storage().gather(0, &strides, dst)?;
-        Ok(Tensor::from_op(out, shape, "broadcast_to", &[self], |ctx| Ok(vec![Some(ctx.grad.sum_to(ctx.inputs[0].shape())?)])))
+        Ok(Tensor::from_op(
+            out,
+            shape,
+            "broadcast_to",
+            &[self],
+            |ctx| Ok(vec![Some(ctx.grad.sum_to(ctx.inputs[0].shape())?)]),
+        ))
     }
 
     /// Converts the elements to `dtype`; the gradient is converted back.
@@ -159,10 +259,16 @@ impl Tensor {
             return Ok(self.clone());
         }
         let out = self.storage().to_dtype(dtype)?;
-        Ok(Tensor::from_op(out, self.shape().clone(), "to_dtype", &[self], |ctx| {
-            let x = &ctx.inputs[0];
-            check_float("to_dtype", x)?;
-            Ok(vec![Some(ctx.grad.to_dtype(x.dtype())?)])
-        }))
+        Ok(Tensor::from_op(
+            out,
+            self.shape().clone(),
+            "to_dtype",
+            &[self],
+            |ctx| {
+                let x = &ctx.inputs[0];
+                check_float("to_dtype", x)?;
+                Ok(vec![Some(ctx.grad.to_dtype(x.dtype())?)])
+            },
+        ))
     }
 }

@@ -32,7 +32,9 @@ pub fn away_from_zero(shape: &[usize], gap: f64, rng: &mut Rng) -> Tensor {
 /// stays unique under a 1e-6 perturbation.
 pub fn distinct(shape: &[usize], rng: &mut Rng) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut v: Vec<f64> = (0..n).map(|i| i as f64 * 0.1 + 0.01 * rng.uniform()).collect();
+    let mut v: Vec<f64> = (0..n)
+        .map(|i| i as f64 * 0.1 + 0.01 * rng.uniform())
+        .collect();
     rng.shuffle(&mut v);
     Tensor::from_vec(v, shape.to_vec(), CPU).unwrap()
 }
@@ -49,14 +51,31 @@ pub const RTOL: f64 = 1e-5;
 /// `inputs` are f64 constants; those flagged `true` are differentiated. The scalar tested is
 /// `L = Σ f(x) ⊙ r` for a fixed random `r`, so every output element (not just their sum)
 /// contributes with its own weight. Returns a description of the first mismatch.
-pub fn check_grads(inputs: &[(Tensor, bool)], f: impl Fn(&[Tensor]) -> Result<Tensor>) -> std::result::Result<(), String> {
-    let vars: Vec<Tensor> = inputs.iter().map(|(t, d)| if *d { t.variable() } else { t.clone() }).collect();
+pub fn check_grads(
+    inputs: &[(Tensor, bool)],
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> std::result::Result<(), String> {
+    let vars: Vec<Tensor> = inputs
+        .iter()
+        .map(|(t, d)| if *d { t.variable() } else { t.clone() })
+        .collect();
     let out = f(&vars).map_err(|e| format!("forward failed: {e}"))?;
     let mut rng = Rng::new(0x5eed);
     let r = randn(out.dims(), &mut rng);
-    let loss_of = |xs: &[Tensor]| -> f64 { f(xs).unwrap().mul(&r).unwrap().sum_all().unwrap().to_scalar().unwrap() };
+    let loss_of = |xs: &[Tensor]| -> f64 {
+        f(xs)
+            .unwrap()
+            .mul(&r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
     let loss = out.mul(&r).unwrap().sum_all().unwrap();
-    let grads = loss.backward().map_err(|e| format!("backward failed: {e}"))?;
+    let grads = loss
+        .backward()
+        .map_err(|e| format!("backward failed: {e}"))?;
 
     for (i, (x, differentiate)) in inputs.iter().enumerate() {
         if !differentiate {
@@ -65,7 +84,11 @@ pub fn check_grads(inputs: &[(Tensor, bool)], f: impl Fn(&[Tensor]) -> Result<Te
         let analytic = match grads.get(&vars[i]) {
             Some(g) => {
                 if g.shape() != x.shape() {
-                    return Err(format!("input {i}: gradient shape {} != input shape {}", g.shape(), x.shape()));
+                    return Err(format!(
+                        "input {i}: gradient shape {} != input shape {}",
+                        g.shape(),
+                        x.shape()
+                    ));
                 }
                 g.to_f64_vec().unwrap()
             }
@@ -83,7 +106,10 @@ pub fn check_grads(inputs: &[(Tensor, bool)], f: impl Fn(&[Tensor]) -> Result<Te
             let numeric = (eval(STEP) - eval(-STEP)) / (2.0 * STEP);
             let a = analytic[j];
             if (a - numeric).abs() > ATOL + RTOL * a.abs().max(numeric.abs()) {
-                return Err(format!("input {i} {} element {j}: analytic {a:.10} vs numeric {numeric:.10}", x.shape()));
+                return Err(format!(
+                    "input {i} {} element {j}: analytic {a:.10} vs numeric {numeric:.10}",
+                    x.shape()
+                ));
             }
         }
     }
@@ -94,6 +120,9 @@ pub fn check_grads(inputs: &[(Tensor, bool)], f: impl Fn(&[Tensor]) -> Result<Te
 pub fn assert_close(actual: &[f64], expected: &[f64], atol: f64, rtol: f64, what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!((a - e).abs() <= atol + rtol * e.abs(), "{what}: element {i}: got {a}, expected {e}");
+        assert!(
+            (a - e).abs() <= atol + rtol * e.abs(),
+            "{what}: element {i}: got {a}, expected {e}"
+        );
     }
 }

@@ -6,7 +6,10 @@ use crate::Float;
 /// Per-channel mean and *biased* variance (divided by `n · inner`, as the normalisation uses).
 pub fn batch_norm_stats<T: Float>(x: &[T], g: &BatchNormGeom, mean: &mut [T], var: &mut [T]) {
     assert_eq!(x.len(), g.len(), "batch_norm: input length");
-    assert!(mean.len() == g.c && var.len() == g.c, "batch_norm: statistics length");
+    assert!(
+        mean.len() == g.c && var.len() == g.c,
+        "batch_norm: statistics length"
+    );
     let count = g.per_channel() as f64;
     let mut sum = vec![0f64; g.c];
     for (i, v) in x.iter().enumerate() {
@@ -36,11 +39,17 @@ pub fn batch_norm_forward<T: Float>(
     g: &BatchNormGeom,
     y: &mut [T],
 ) {
-    assert!(x.len() == g.len() && y.len() == g.len(), "batch_norm: buffer lengths");
+    assert!(
+        x.len() == g.len() && y.len() == g.len(),
+        "batch_norm: buffer lengths"
+    );
     for (i, (o, v)) in y.iter_mut().zip(x).enumerate() {
         let k = g.channel(i);
         let xhat = (v.to_f64() - mean[k].to_f64()) / (var[k].to_f64() + eps).sqrt();
-        let (w, b) = (weight.map_or(1.0, |w| w[k].to_f64()), bias.map_or(0.0, |b| b[k].to_f64()));
+        let (w, b) = (
+            weight.map_or(1.0, |w| w[k].to_f64()),
+            bias.map_or(0.0, |b| b[k].to_f64()),
+        );
         *o = T::from_f64(xhat * w + b);
     }
 }
@@ -66,15 +75,24 @@ pub fn batch_norm_backward<T: Float>(
     dweight: &mut [T],
     dbias: &mut [T],
 ) {
-    assert!(x.len() == g.len() && dy.len() == g.len() && dx.len() == g.len(), "batch_norm_backward: lengths");
-    assert!(dweight.len() == g.c && dbias.len() == g.c, "batch_norm_backward: parameter lengths");
-    let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v.to_f64() + eps).sqrt()).collect();
+    assert!(
+        x.len() == g.len() && dy.len() == g.len() && dx.len() == g.len(),
+        "batch_norm_backward: lengths"
+    );
+    assert!(
+        dweight.len() == g.c && dbias.len() == g.c,
+        "batch_norm_backward: parameter lengths"
+    );
+    let inv_std: Vec<f64> = var
+        .iter()
+        .map(|v| 1.0 / (v.to_f64() + eps).sqrt())
+        .collect();
     let xhat = |i: usize| (x[i].to_f64() - mean[g.channel(i)].to_f64()) * inv_std[g.channel(i)];
     let (mut sum_dy, mut sum_dy_xhat) = (vec![0f64; g.c], vec![0f64; g.c]);
-    for i in 0..g.len() {
+    for (i, d) in dy.iter().enumerate() {
         let k = g.channel(i);
-        sum_dy[k] += dy[i].to_f64();
-        sum_dy_xhat[k] += dy[i].to_f64() * xhat(i);
+        sum_dy[k] += d.to_f64();
+        sum_dy_xhat[k] += d.to_f64() * xhat(i);
     }
     let count = g.per_channel() as f64;
     for i in 0..g.len() {
@@ -100,14 +118,27 @@ mod tests {
     #[test]
     fn normalises_each_channel() {
         // n=2, c=2, inner=1: channel 0 sees {1, 3}, channel 1 sees {2, 6}.
-        let g = BatchNormGeom { n: 2, c: 2, inner: 1 };
+        let g = BatchNormGeom {
+            n: 2,
+            c: 2,
+            inner: 1,
+        };
         let x = [1.0f64, 2.0, 3.0, 6.0];
         let (mut m, mut v) = ([0.0; 2], [0.0; 2]);
         batch_norm_stats(&x, &g, &mut m, &mut v);
         assert_eq!(m, [2.0, 4.0]);
         assert_eq!(v, [1.0, 4.0]);
         let mut y = [0.0; 4];
-        batch_norm_forward(&x, &m, &v, Some(&[2.0, 1.0]), Some(&[0.0, 10.0]), 0.0, &g, &mut y);
+        batch_norm_forward(
+            &x,
+            &m,
+            &v,
+            Some(&[2.0, 1.0]),
+            Some(&[0.0, 10.0]),
+            0.0,
+            &g,
+            &mut y,
+        );
         assert_eq!(y, [-2.0, 9.0, 2.0, 11.0]);
     }
 
@@ -115,12 +146,28 @@ mod tests {
     fn training_gradient_of_sum_is_zero() {
         // The normalised output of a channel sums to a constant (0 · w + n · b), so with
         // dy = 1 the input gradient vanishes in training mode.
-        let g = BatchNormGeom { n: 3, c: 1, inner: 2 };
+        let g = BatchNormGeom {
+            n: 3,
+            c: 1,
+            inner: 2,
+        };
         let x = [0.3f64, -1.0, 2.0, 0.5, 0.1, 4.0];
         let (mut m, mut v) = ([0.0; 1], [0.0; 1]);
         batch_norm_stats(&x, &g, &mut m, &mut v);
         let (mut dx, mut dw, mut db) = ([1.0; 6], [0.0; 1], [0.0; 1]);
-        batch_norm_backward(&x, &[1.0; 6], &m, &v, Some(&[3.0]), 1e-5, true, &g, &mut dx, &mut dw, &mut db);
+        batch_norm_backward(
+            &x,
+            &[1.0; 6],
+            &m,
+            &v,
+            Some(&[3.0]),
+            1e-5,
+            true,
+            &g,
+            &mut dx,
+            &mut dw,
+            &mut db,
+        );
         assert!(dx.iter().all(|d| d.abs() < 1e-12), "{dx:?}");
         assert!(dw[0].abs() < 1e-12);
         assert_eq!(db[0], 6.0);

@@ -39,7 +39,13 @@ pub struct Conv2dGeom {
 impl Conv2dGeom {
     /// PyTorch's output size along one axis: `⌊(len + 2·pad − dil·(k − 1) − 1) / stride⌋ + 1`,
     /// or `None` when the dilated kernel does not fit in the padded input.
-    pub fn output_len(len: usize, k: usize, stride: usize, pad: usize, dilation: usize) -> Option<usize> {
+    pub fn output_len(
+        len: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+    ) -> Option<usize> {
         let span = dilation * (k.max(1) - 1) + 1;
         let padded = len + 2 * pad;
         if k == 0 || stride == 0 || dilation == 0 || padded < span {
@@ -50,8 +56,20 @@ impl Conv2dGeom {
 
     /// Sets `h_out`/`w_out` from the input size and parameters; `None` if the output is empty.
     pub fn with_conv_output(mut self) -> Option<Self> {
-        self.h_out = Self::output_len(self.h, self.kh, self.stride[0], self.pad[0], self.dilation[0])?;
-        self.w_out = Self::output_len(self.w, self.kw, self.stride[1], self.pad[1], self.dilation[1])?;
+        self.h_out = Self::output_len(
+            self.h,
+            self.kh,
+            self.stride[0],
+            self.pad[0],
+            self.dilation[0],
+        )?;
+        self.w_out = Self::output_len(
+            self.w,
+            self.kw,
+            self.stride[1],
+            self.pad[1],
+            self.dilation[1],
+        )?;
         Some(self)
     }
 
@@ -76,7 +94,8 @@ impl Conv2dGeom {
     #[inline]
     pub fn input_coord(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
         let len = if axis == 0 { self.h } else { self.w };
-        let pos = (o * self.stride[axis] + k * self.dilation[axis]) as isize - self.pad[axis] as isize;
+        let pos =
+            (o * self.stride[axis] + k * self.dilation[axis]) as isize - self.pad[axis] as isize;
         (pos >= 0 && (pos as usize) < len).then_some(pos as usize)
     }
 }

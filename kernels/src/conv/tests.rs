@@ -6,7 +6,16 @@ use super::reference::*;
 use super::Conv2dGeom;
 use proptest::prelude::*;
 
-fn geom(n: usize, c_in: usize, hw: [usize; 2], c_out: usize, k: [usize; 2], s: usize, p: usize, d: usize) -> Option<Conv2dGeom> {
+fn geom(
+    n: usize,
+    c_in: usize,
+    hw: [usize; 2],
+    c_out: usize,
+    k: [usize; 2],
+    s: usize,
+    p: usize,
+    d: usize,
+) -> Option<Conv2dGeom> {
     Conv2dGeom {
         n,
         c_in,
@@ -69,7 +78,9 @@ fn backward_by_hand() {
 }
 
 fn lcg(seed: &mut u64) -> f64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
 }
 

@@ -6,21 +6,51 @@ use crate::Float;
 ///
 /// With permuted strides this is a transpose; with a 0 stride, a broadcast; with an offset and
 /// the source's own strides, a narrow (slice).
-pub fn gather_strided<T: Copy>(src: &[T], offset: usize, strides: &[usize], shape: &[usize], dst: &mut [T]) {
-    assert_eq!(dst.len(), shape.iter().product::<usize>(), "gather: output length");
+pub fn gather_strided<T: Copy>(
+    src: &[T],
+    offset: usize,
+    strides: &[usize],
+    shape: &[usize],
+    dst: &mut [T],
+) {
+    assert_eq!(
+        dst.len(),
+        shape.iter().product::<usize>(),
+        "gather: output length"
+    );
     crate::for_each_strided(shape, offset, strides, |i, s| dst[i] = src[s]);
 }
 
 /// Scatter: `dst[offset + Σ index[d] * strides[d]] = src[i]` for the contiguous `src` of shape
 /// `shape`; other elements of `dst` are left as they are. The inverse of [`gather_strided`].
-pub fn scatter_strided<T: Copy>(src: &[T], dst: &mut [T], offset: usize, strides: &[usize], shape: &[usize]) {
-    assert_eq!(src.len(), shape.iter().product::<usize>(), "scatter: input length");
+pub fn scatter_strided<T: Copy>(
+    src: &[T],
+    dst: &mut [T],
+    offset: usize,
+    strides: &[usize],
+    shape: &[usize],
+) {
+    assert_eq!(
+        src.len(),
+        shape.iter().product::<usize>(),
+        "scatter: input length"
+    );
     crate::for_each_strided(shape, offset, strides, |i, d| dst[d] = src[i]);
 }
 
 /// Scatter-add for overlapping destinations: `dst[...] += src[i]`.
-pub fn scatter_add_strided<T: Float>(src: &[T], dst: &mut [T], offset: usize, strides: &[usize], shape: &[usize]) {
-    assert_eq!(src.len(), shape.iter().product::<usize>(), "scatter_add: input length");
+pub fn scatter_add_strided<T: Float>(
+    src: &[T],
+    dst: &mut [T],
+    offset: usize,
+    strides: &[usize],
+    shape: &[usize],
+) {
+    assert_eq!(
+        src.len(),
+        shape.iter().product::<usize>(),
+        "scatter_add: input length"
+    );
     crate::for_each_strided(shape, offset, strides, |i, d| dst[d] += src[i]);
 }
 

@@ -5,7 +5,12 @@ use crate::Float;
 
 /// `out[i] = op(x[i])`.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
-    assert_eq!(x.len(), out.len(), "{}: input and output lengths differ", op.name());
+    assert_eq!(
+        x.len(),
+        out.len(),
+        "{}: input and output lengths differ",
+        op.name()
+    );
     for (o, &v) in out.iter_mut().zip(x) {
         *o = op.apply(v);
     }
@@ -29,7 +34,9 @@ pub fn unary_backward<T: Float>(op: UnaryOp, x: &[T], y: &[T], dy: &[T], dx: &mu
 pub fn binary<T: Float>(op: BinaryOp, lhs: &[T], rhs: &[T], geom: &BroadcastGeom, out: &mut [T]) {
     assert_eq!(out.len(), geom.out_len(), "{}: output length", op.name());
     let mut rhs_offsets = Vec::with_capacity(out.len());
-    crate::for_each_strided(&geom.out_shape, 0, &geom.rhs_strides, |_, r| rhs_offsets.push(r));
+    crate::for_each_strided(&geom.out_shape, 0, &geom.rhs_strides, |_, r| {
+        rhs_offsets.push(r)
+    });
     crate::for_each_strided(&geom.out_shape, 0, &geom.lhs_strides, |i, l| {
         out[i] = op.apply(lhs[l], rhs[rhs_offsets[i]]);
     });
@@ -37,12 +44,26 @@ pub fn binary<T: Float>(op: BinaryOp, lhs: &[T], rhs: &[T], geom: &BroadcastGeom
 
 /// PReLU over an `[n, c, inner]` buffer: `y = x` where `x > 0`, else `weight[c] * x`.
 /// `weight` has `c` entries, or a single entry shared by every channel.
-pub fn prelu_forward<T: Float>(x: &[T], weight: &[T], n: usize, c: usize, inner: usize, y: &mut [T]) {
+pub fn prelu_forward<T: Float>(
+    x: &[T],
+    weight: &[T],
+    n: usize,
+    c: usize,
+    inner: usize,
+    y: &mut [T],
+) {
     assert_eq!(x.len(), n * c * inner, "prelu: input length");
     assert_eq!(y.len(), x.len(), "prelu: output length");
-    assert!(weight.len() == c || weight.len() == 1, "prelu: weight length");
+    assert!(
+        weight.len() == c || weight.len() == 1,
+        "prelu: weight length"
+    );
     for (i, (o, &v)) in y.iter_mut().zip(x).enumerate() {
-        let w = weight[if weight.len() == 1 { 0 } else { (i / inner) % c }];
+        let w = weight[if weight.len() == 1 {
+            0
+        } else {
+            (i / inner) % c
+        }];
         *o = if v > T::ZERO { v } else { w * v };
     }
 }
@@ -61,11 +82,22 @@ pub fn prelu_backward<T: Float>(
     dweight: &mut [T],
 ) {
     assert_eq!(x.len(), n * c * inner, "prelu_backward: input length");
-    assert!(dy.len() == x.len() && dx.len() == x.len(), "prelu_backward: lengths");
-    assert_eq!(dweight.len(), weight.len(), "prelu_backward: weight gradient length");
+    assert!(
+        dy.len() == x.len() && dx.len() == x.len(),
+        "prelu_backward: lengths"
+    );
+    assert_eq!(
+        dweight.len(),
+        weight.len(),
+        "prelu_backward: weight gradient length"
+    );
     let mut acc = vec![0f64; weight.len()];
     for i in 0..x.len() {
-        let k = if weight.len() == 1 { 0 } else { (i / inner) % c };
+        let k = if weight.len() == 1 {
+            0
+        } else {
+            (i / inner) % c
+        };
         if x[i] > T::ZERO {
             dx[i] = dy[i];
         } else {
@@ -117,7 +149,13 @@ mod tests {
         let geom = BroadcastGeom::new(&[2, 1], &[3]).unwrap();
         assert_eq!(geom.out_shape, vec![2, 3]);
         let mut out = [0.0f32; 6];
-        binary(BinaryOp::Add, &[10.0, 20.0], &[1.0, 2.0, 3.0], &geom, &mut out);
+        binary(
+            BinaryOp::Add,
+            &[10.0, 20.0],
+            &[1.0, 2.0, 3.0],
+            &geom,
+            &mut out,
+        );
         assert_eq!(out, [11.0, 12.0, 13.0, 21.0, 22.0, 23.0]);
         assert!(BroadcastGeom::new(&[2, 3], &[2]).is_none());
     }

@@ -21,7 +21,14 @@ pub struct GemmGeom {
 impl GemmGeom {
     /// `batch` plain products `(m × k) · (k × n)`.
     pub fn new(batch: usize, m: usize, k: usize, n: usize) -> Self {
-        GemmGeom { batch, m, k, n, trans_a: false, trans_b: false }
+        GemmGeom {
+            batch,
+            m,
+            k,
+            n,
+            trans_a: false,
+            trans_b: false,
+        }
     }
 
     /// Multiply-adds counted as two flops each.

@@ -14,17 +14,19 @@ pub fn matmul<T: Float>(a: &[T], b: &[T], c: &mut [T], g: &GemmGeom) {
         return;
     }
     // One task per output row across all batches: rows are independent.
-    c.par_chunks_mut(g.n.max(1)).enumerate().for_each(|(row, c_row)| {
-        let (bi, i) = (row / g.m, row % g.m);
-        let (a, b) = (&a[bi * sa..(bi + 1) * sa], &b[bi * sb..(bi + 1) * sb]);
-        for (j, out) in c_row.iter_mut().enumerate() {
-            let mut acc = 0f64;
-            for p in 0..g.k {
-                acc += a[g.a_index(i, p)].to_f64() * b[g.b_index(p, j)].to_f64();
+    c.par_chunks_mut(g.n.max(1))
+        .enumerate()
+        .for_each(|(row, c_row)| {
+            let (bi, i) = (row / g.m, row % g.m);
+            let (a, b) = (&a[bi * sa..(bi + 1) * sa], &b[bi * sb..(bi + 1) * sb]);
+            for (j, out) in c_row.iter_mut().enumerate() {
+                let mut acc = 0f64;
+                for p in 0..g.k {
+                    acc += a[g.a_index(i, p)].to_f64() * b[g.b_index(p, j)].to_f64();
+                }
+                *out = T::from_f64(acc);
             }
-            *out = T::from_f64(acc);
-        }
-    });
+        });
 }
 
 #[cfg(test)]
@@ -40,12 +42,18 @@ mod tests {
         assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
         // Aᵀ · B with A stored transposed: stored [[1,3],[2,4]] is the same A.
         let at = [1.0f32, 3.0, 2.0, 4.0];
-        let g = GemmGeom { trans_a: true, ..GemmGeom::new(1, 2, 2, 2) };
+        let g = GemmGeom {
+            trans_a: true,
+            ..GemmGeom::new(1, 2, 2, 2)
+        };
         matmul(&at, &b, &mut c, &g);
         assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
         // A · Bᵀ with B stored transposed.
         let bt = [5.0f32, 7.0, 6.0, 8.0];
-        let g = GemmGeom { trans_b: true, ..GemmGeom::new(1, 2, 2, 2) };
+        let g = GemmGeom {
+            trans_b: true,
+            ..GemmGeom::new(1, 2, 2, 2)
+        };
         matmul(&a, &bt, &mut c, &g);
         assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
     }
@@ -54,7 +62,9 @@ mod tests {
     fn batched_and_rectangular() {
         // batch 2 of (1x3)·(3x2)
         let a = [1.0f64, 2.0, 3.0, -1.0, 0.0, 1.0];
-        let b = [1.0f64, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0];
+        let b = [
+            1.0f64, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0,
+        ];
         let mut c = [0.0; 4];
         matmul(&a, &b, &mut c, &GemmGeom::new(2, 1, 3, 2));
         assert_eq!(c, [4.0, 5.0, 0.0, 0.0]);

@@ -7,7 +7,10 @@ use crate::Float;
 /// `max(x, 0) − x·t + ln(1 + e^−|x|)`, which equals `−t·ln σ(x) − (1 − t)·ln(1 − σ(x))`
 /// without ever taking the log of 0 or overflowing `e^x`.
 pub fn bce_with_logits<T: Float>(x: &[T], t: &[T], out: &mut [T]) {
-    assert!(x.len() == t.len() && out.len() == x.len(), "bce_with_logits: lengths");
+    assert!(
+        x.len() == t.len() && out.len() == x.len(),
+        "bce_with_logits: lengths"
+    );
     for i in 0..x.len() {
         let (xi, ti) = (x[i], t[i]);
         let relu = if xi > T::ZERO { xi } else { T::ZERO };
@@ -18,7 +21,10 @@ pub fn bce_with_logits<T: Float>(x: &[T], t: &[T], out: &mut [T]) {
 /// Backward of [`bce_with_logits`]: `dx = dy · (σ(x) − t)`, `dt = −dy · x`.
 pub fn bce_with_logits_backward<T: Float>(x: &[T], t: &[T], dy: &[T], dx: &mut [T], dt: &mut [T]) {
     let n = x.len();
-    assert!(t.len() == n && dy.len() == n && dx.len() == n && dt.len() == n, "bce_with_logits_backward: lengths");
+    assert!(
+        t.len() == n && dy.len() == n && dx.len() == n && dt.len() == n,
+        "bce_with_logits_backward: lengths"
+    );
     for i in 0..n {
         dx[i] = dy[i] * (sigmoid(x[i]) - t[i]);
         dt[i] = -dy[i] * x[i];

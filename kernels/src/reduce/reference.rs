@@ -8,8 +8,16 @@ use crate::Float;
 /// to 1 (keepdim layout).
 pub fn sum_axes<T: Float>(x: &[T], shape: &[usize], axes: &[usize], out: &mut [T]) {
     let out_shape = reduced_shape(shape, axes);
-    assert_eq!(x.len(), shape.iter().product::<usize>(), "sum: input length");
-    assert_eq!(out.len(), out_shape.iter().product::<usize>(), "sum: output length");
+    assert_eq!(
+        x.len(),
+        shape.iter().product::<usize>(),
+        "sum: input length"
+    );
+    assert_eq!(
+        out.len(),
+        out_shape.iter().product::<usize>(),
+        "sum: output length"
+    );
     // Walk the input in order; each element lands in the output cell whose index has the
     // reduced coordinates dropped, i.e. read the output with stride 0 along reduced axes.
     let out_strides: Vec<usize> = crate::contiguous_strides(&out_shape)
@@ -27,16 +35,28 @@ pub fn sum_axes<T: Float>(x: &[T], shape: &[usize], axes: &[usize], out: &mut [T
 /// Maximum of `x` (shape `shape`) along `axis`: values and the index of the first maximum
 /// (NaN counts as the maximum, as in PyTorch). Outputs have `axis` removed or kept as 1 (same
 /// data layout).
-pub fn max_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, values: &mut [T], indices: &mut [u32]) {
+pub fn max_axis<T: Float>(
+    x: &[T],
+    shape: &[usize],
+    axis: usize,
+    values: &mut [T],
+    indices: &mut [u32],
+) {
     let (outer, len, inner) = split_at_axis(shape, axis);
     assert!(len > 0, "max: reducing an empty axis");
     assert_eq!(x.len(), outer * len * inner, "max: input length");
-    assert!(values.len() == outer * inner && indices.len() == outer * inner, "max: output length");
+    assert!(
+        values.len() == outer * inner && indices.len() == outer * inner,
+        "max: output length"
+    );
     for o in 0..outer {
         for j in 0..inner {
             let mut best = 0;
             for i in 1..len {
-                let (v, b) = (x[(o * len + i) * inner + j], x[(o * len + best) * inner + j]);
+                let (v, b) = (
+                    x[(o * len + i) * inner + j],
+                    x[(o * len + best) * inner + j],
+                );
                 if !b.is_nan() && (v > b || v.is_nan()) {
                     best = i;
                 }
@@ -48,9 +68,19 @@ pub fn max_axis<T: Float>(x: &[T], shape: &[usize], axis: usize, values: &mut [T
 }
 
 /// Backward of [`max_axis`]: routes `dy` to the chosen index, zero elsewhere.
-pub fn max_axis_backward<T: Float>(dy: &[T], indices: &[u32], shape: &[usize], axis: usize, dx: &mut [T]) {
+pub fn max_axis_backward<T: Float>(
+    dy: &[T],
+    indices: &[u32],
+    shape: &[usize],
+    axis: usize,
+    dx: &mut [T],
+) {
     let (outer, len, inner) = split_at_axis(shape, axis);
-    assert_eq!(dx.len(), outer * len * inner, "max_backward: gradient length");
+    assert_eq!(
+        dx.len(),
+        outer * len * inner,
+        "max_backward: gradient length"
+    );
     dx.fill(T::ZERO);
     for o in 0..outer {
         for j in 0..inner {

@@ -5,8 +5,19 @@ use crate::Float;
 /// Pixel shuffle with factor `r`: input `[n, c·r², h, w]` → output `[n, c, h·r, w·r]`, with
 /// `y[b, k, h·r + i, w·r + j] = x[b, k·r² + i·r + j, h, w]` (PyTorch's channel order).
 /// `c` here is the *output* channel count.
-pub fn pixel_shuffle<T: Copy>(x: &[T], n: usize, c: usize, h: usize, w: usize, r: usize, y: &mut [T]) {
-    assert!(x.len() == n * c * r * r * h * w && y.len() == x.len(), "pixel_shuffle: lengths");
+pub fn pixel_shuffle<T: Copy>(
+    x: &[T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    r: usize,
+    y: &mut [T],
+) {
+    assert!(
+        x.len() == n * c * r * r * h * w && y.len() == x.len(),
+        "pixel_shuffle: lengths"
+    );
     for b in 0..n {
         for k in 0..c {
             for i in 0..r {
@@ -26,8 +37,19 @@ pub fn pixel_shuffle<T: Copy>(x: &[T], n: usize, c: usize, h: usize, w: usize, r
 }
 
 /// The inverse of [`pixel_shuffle`] (and its backward): `[n, c, h·r, w·r]` → `[n, c·r², h, w]`.
-pub fn pixel_unshuffle<T: Copy>(y: &[T], n: usize, c: usize, h: usize, w: usize, r: usize, x: &mut [T]) {
-    assert!(x.len() == n * c * r * r * h * w && y.len() == x.len(), "pixel_unshuffle: lengths");
+pub fn pixel_unshuffle<T: Copy>(
+    y: &[T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    r: usize,
+    x: &mut [T],
+) {
+    assert!(
+        x.len() == n * c * r * r * h * w && y.len() == x.len(),
+        "pixel_unshuffle: lengths"
+    );
     for b in 0..n {
         for k in 0..c {
             for i in 0..r {
@@ -48,9 +70,19 @@ pub fn pixel_unshuffle<T: Copy>(y: &[T], n: usize, c: usize, h: usize, w: usize,
 
 /// Nearest-neighbour upsampling by integer factors: `[planes, h, w]` → `[planes, h·sh, w·sw]`,
 /// `y[p, oh, ow] = x[p, oh / sh, ow / sw]` (`planes` = N·C).
-pub fn upsample_nearest2d<T: Copy>(x: &[T], planes: usize, h: usize, w: usize, scale: [usize; 2], y: &mut [T]) {
+pub fn upsample_nearest2d<T: Copy>(
+    x: &[T],
+    planes: usize,
+    h: usize,
+    w: usize,
+    scale: [usize; 2],
+    y: &mut [T],
+) {
     let (ho, wo) = (h * scale[0], w * scale[1]);
-    assert!(x.len() == planes * h * w && y.len() == planes * ho * wo, "upsample_nearest2d: lengths");
+    assert!(
+        x.len() == planes * h * w && y.len() == planes * ho * wo,
+        "upsample_nearest2d: lengths"
+    );
     for p in 0..planes {
         for oh in 0..ho {
             for ow in 0..wo {
@@ -61,9 +93,19 @@ pub fn upsample_nearest2d<T: Copy>(x: &[T], planes: usize, h: usize, w: usize, s
 }
 
 /// Backward of [`upsample_nearest2d`]: each input pixel receives the sum of its `sh × sw` block.
-pub fn upsample_nearest2d_backward<T: Float>(dy: &[T], planes: usize, h: usize, w: usize, scale: [usize; 2], dx: &mut [T]) {
+pub fn upsample_nearest2d_backward<T: Float>(
+    dy: &[T],
+    planes: usize,
+    h: usize,
+    w: usize,
+    scale: [usize; 2],
+    dx: &mut [T],
+) {
     let (ho, wo) = (h * scale[0], w * scale[1]);
-    assert!(dx.len() == planes * h * w && dy.len() == planes * ho * wo, "upsample_nearest2d_backward: lengths");
+    assert!(
+        dx.len() == planes * h * w && dy.len() == planes * ho * wo,
+        "upsample_nearest2d_backward: lengths"
+    );
     dx.fill(T::ZERO);
     for p in 0..planes {
         for oh in 0..ho {
@@ -102,7 +144,14 @@ mod tests {
         upsample_nearest2d(&x, 1, 1, 2, [2, 2], &mut y);
         assert_eq!(y, [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
         let mut dx = [0.0; 2];
-        upsample_nearest2d_backward(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], 1, 1, 2, [2, 2], &mut dx);
+        upsample_nearest2d_backward(
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+            1,
+            1,
+            2,
+            [2, 2],
+            &mut dx,
+        );
         assert_eq!(dx, [1.0 + 2.0 + 5.0 + 6.0, 3.0 + 4.0 + 7.0 + 8.0]);
     }
 }
