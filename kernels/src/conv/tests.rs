@@ -6,6 +6,7 @@ use super::reference::*;
 use super::Conv2dGeom;
 use proptest::prelude::*;
 
+#[allow(clippy::too_many_arguments)]
 fn geom(
     n: usize,
     c_in: usize,
@@ -89,7 +90,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
     fn kernels_are_adjoint(
         n in 1usize..3, c_in in 1usize..4, c_out in 1usize..4,
