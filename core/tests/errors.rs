@@ -142,3 +142,25 @@ fn dtype_access_errors() {
     assert!(y.set(&t(&[2])).unwrap_err().to_string().contains("detach"));
     assert!(x.set(&t(&[3])).unwrap_err().to_string().contains("shape"));
 }
+
+#[test]
+fn degenerate_sizes_are_errors_not_panics() {
+    let e = err(t(&[1, 2, 0, 3]).conv_transpose2d(
+        &t(&[2, 2, 3, 3]),
+        None,
+        ConvTranspose2dParams::default(),
+    ));
+    assert!(e.contains("empty spatial dimension"), "{e}");
+    assert!(
+        err(t(&[1, 2, 0, 3]).conv2d(&t(&[2, 2, 3, 3]), None, Conv2dParams::default()))
+            .starts_with("conv2d:")
+    );
+    assert!(err(t(&[4]).narrow(0, usize::MAX, 2)).starts_with("narrow:"));
+    assert!(err(t(&[1, 4, 2, 2]).pixel_shuffle(0)).starts_with("pixel_shuffle:"));
+    assert!(err(t(&[1, 4, 2, 2]).upsample_nearest2d([0, 1])).starts_with("upsample_nearest2d:"));
+    // Empty batches are fine, as in PyTorch.
+    let y = t(&[0, 3, 5, 5])
+        .conv2d(&t(&[2, 3, 3, 3]), None, Conv2dParams::default())
+        .unwrap();
+    assert_eq!(y.dims(), &[0, 2, 3, 3]);
+}

@@ -256,6 +256,12 @@ impl Tensor {
                 ));
             }
         }
+        if x[2] == 0 || x[3] == 0 {
+            return Err(Error::shape(
+                op,
+                format!("input {} has an empty spatial dimension", self.shape()),
+            ));
+        }
         let mut out_hw = [0; 2];
         for a in 0..2 {
             if p.output_padding[a] >= p.stride[a] && p.output_padding[a] >= p.dilation[a] {

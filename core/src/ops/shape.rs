@@ -115,12 +115,12 @@ impl Tensor {
     /// The elements `start..start + len` along `dim` (a copy).
     pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
         let size = self.shape().dim("narrow", dim)?;
-        if start + len > size {
+        if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::invalid(
                 "narrow",
                 format!(
                     "range {start}..{} exceeds size {size} of dimension {dim} in {}",
-                    start + len,
+                    start.saturating_add(len),
                     self.shape()
                 ),
             ));
