@@ -2,7 +2,7 @@
 
 use super::{check_float, check_same};
 use crate::storage::Storage;
-use crate::{Error, Result, Tensor};
+use crate::{BackwardCtx, Error, Result, Tensor};
 use gantry_kernels::conv::Conv2dGeom;
 use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom};
 
@@ -87,6 +87,9 @@ impl ConvTranspose2dParams {
     }
 }
 
+/// Validates a conv-like op's operands. `in_axis` is the weight dimension that must equal the
+/// input's channel count (1 for conv2d's `[out, in, …]`, 0 for conv_transpose2d's
+/// `[in, out, …]`); the other of the first two is the output channel count the bias must have.
 fn check_conv_args(
     op: &'static str,
     x: &Tensor,
@@ -94,6 +97,7 @@ fn check_conv_args(
     bias: Option<&Tensor>,
     stride: [usize; 2],
     dilation: [usize; 2],
+    in_axis: usize,
 ) -> Result<()> {
     let mut all = vec![x, w];
     all.extend(bias);
@@ -105,10 +109,13 @@ fn check_conv_args(
             format!("input must be 4-D [n, c, h, w], got {}", x.shape()),
         ));
     }
-    if w.rank() != 4 {
+    if w.rank() != 4 || w.dims()[2] == 0 || w.dims()[3] == 0 {
         return Err(Error::shape(
             op,
-            format!("weight must be 4-D, got {}", w.shape()),
+            format!(
+                "weight must be 4-D with a non-empty kernel, got {}",
+                w.shape()
+            ),
         ));
     }
     if stride.contains(&0) || dilation.contains(&0) {
@@ -117,7 +124,55 @@ fn check_conv_args(
             format!("stride {stride:?} and dilation {dilation:?} must be positive"),
         ));
     }
+    let (c_in, c_out) = (w.dims()[in_axis], w.dims()[1 - in_axis]);
+    if x.dims()[1] != c_in {
+        return Err(Error::shape(
+            op,
+            format!(
+                "input has {} channels but weight expects {c_in} (input {}, weight {})",
+                x.dims()[1],
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    if let Some(b) = bias {
+        if b.dims() != [c_out] {
+            return Err(Error::shape(
+                op,
+                format!("bias must have shape [{c_out}], got {}", b.shape()),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The gradients `[dx, dw, dbias]` of a conv-like op whose inputs are `[x, w, bias?]`, given
+/// the storage computations for `dx` (from the output gradient and the weight) and `dw` (from
+/// the input and the output gradient). The bias gradient is the output gradient summed over
+/// everything but channels.
+fn conv_like_grads(
+    ctx: &BackwardCtx,
+    dx: impl FnOnce(&Storage, &Storage) -> Result<Storage>,
+    dw: impl FnOnce(&Storage, &Storage) -> Result<Storage>,
+) -> Result<Vec<Option<Tensor>>> {
+    let (x, w, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
+    let dx = match ctx.needs(0) {
+        true => Some(Tensor::from_storage(
+            dx(&g.storage(), &w.storage())?,
+            x.shape().clone(),
+        )),
+        false => None,
+    };
+    let dw = match ctx.needs(1) {
+        true => Some(Tensor::from_storage(
+            dw(&x.storage(), &g.storage())?,
+            w.shape().clone(),
+        )),
+        false => None,
+    };
+    let db = ctx.needs(2).then(|| g.sum(&[0, 2, 3], false)).transpose()?;
+    Ok(vec![dx, dw, db])
 }
 
 /// Adds `bias[c]` to every element of channel `c` of an NCHW buffer.
@@ -136,28 +191,8 @@ impl Tensor {
         p: Conv2dParams,
     ) -> Result<Tensor> {
         let op = "conv2d";
-        check_conv_args(op, self, weight, bias, p.stride, p.dilation)?;
+        check_conv_args(op, self, weight, bias, p.stride, p.dilation, 1)?;
         let (x, w) = (self.dims(), weight.dims());
-        if x[1] != w[1] {
-            return Err(Error::shape(
-                op,
-                format!(
-                    "input has {} channels but weight expects {} (input {}, weight {})",
-                    x[1],
-                    w[1],
-                    self.shape(),
-                    weight.shape()
-                ),
-            ));
-        }
-        if let Some(b) = bias {
-            if b.dims() != [w[0]] {
-                return Err(Error::shape(
-                    op,
-                    format!("bias must have shape [{}], got {}", w[0], b.shape()),
-                ));
-            }
-        }
         let geom = Conv2dGeom {
             n: x[0],
             c_in: x[1],
@@ -195,27 +230,11 @@ impl Tensor {
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         Ok(Tensor::from_op(y, out_dims, op, &inputs, move |ctx| {
-            let (x, w, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
-            let dx = ctx
-                .needs(0)
-                .then(|| {
-                    Ok::<_, Error>(Tensor::from_storage(
-                        g.storage().conv2d_backward_data(&w.storage(), &geom)?,
-                        x.shape().clone(),
-                    ))
-                })
-                .transpose()?;
-            let dw = ctx
-                .needs(1)
-                .then(|| {
-                    Ok::<_, Error>(Tensor::from_storage(
-                        x.storage().conv2d_backward_weight(&g.storage(), &geom)?,
-                        w.shape().clone(),
-                    ))
-                })
-                .transpose()?;
-            let db = ctx.needs(2).then(|| g.sum(&[0, 2, 3], false)).transpose()?;
-            Ok(vec![dx, dw, db])
+            conv_like_grads(
+                ctx,
+                |g, w| g.conv2d_backward_data(w, &geom),
+                |x, g| x.conv2d_backward_weight(g, &geom),
+            )
         }))
     }
 
@@ -234,28 +253,8 @@ impl Tensor {
         p: ConvTranspose2dParams,
     ) -> Result<Tensor> {
         let op = "conv_transpose2d";
-        check_conv_args(op, self, weight, bias, p.stride, p.dilation)?;
+        check_conv_args(op, self, weight, bias, p.stride, p.dilation, 0)?;
         let (x, w) = (self.dims(), weight.dims());
-        if x[1] != w[0] {
-            return Err(Error::shape(
-                op,
-                format!(
-                    "input has {} channels but weight expects {} (input {}, weight {})",
-                    x[1],
-                    w[0],
-                    self.shape(),
-                    weight.shape()
-                ),
-            ));
-        }
-        if let Some(b) = bias {
-            if b.dims() != [w[1]] {
-                return Err(Error::shape(
-                    op,
-                    format!("bias must have shape [{}], got {}", w[1], b.shape()),
-                ));
-            }
-        }
         if x[2] == 0 || x[3] == 0 {
             return Err(Error::shape(
                 op,
@@ -317,27 +316,13 @@ impl Tensor {
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         Ok(Tensor::from_op(y, out_dims, op, &inputs, move |ctx| {
-            let (x, w, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
-            let dx = ctx
-                .needs(0)
-                .then(|| {
-                    Ok::<_, Error>(Tensor::from_storage(
-                        g.storage().conv2d(&w.storage(), None, &geom)?,
-                        x.shape().clone(),
-                    ))
-                })
-                .transpose()?;
-            let dw = ctx
-                .needs(1)
-                .then(|| {
-                    Ok::<_, Error>(Tensor::from_storage(
-                        g.storage().conv2d_backward_weight(&x.storage(), &geom)?,
-                        w.shape().clone(),
-                    ))
-                })
-                .transpose()?;
-            let db = ctx.needs(2).then(|| g.sum(&[0, 2, 3], false)).transpose()?;
-            Ok(vec![dx, dw, db])
+            // The adjoint conv's roles: its input is our output (gradient `g`), its output
+            // gradient is our input `x`.
+            conv_like_grads(
+                ctx,
+                |g, w| g.conv2d(w, None, &geom),
+                |x, g| g.conv2d_backward_weight(x, &geom),
+            )
         }))
     }
 }
