@@ -67,6 +67,7 @@ impl Case<'_> {
         match self.params["reduction"].as_str() {
             "mean" => Reduction::Mean,
             "sum" => Reduction::Sum,
+            "none" => Reduction::None,
             other => panic!("unknown reduction {other}"),
         }
     }
@@ -95,16 +96,19 @@ fn run(c: &Case, x: &[Tensor]) -> Result<Tensor> {
         "mul_scalar" => x[0].mul_scalar(c.f64("value")),
         "sum" | "mean" => {
             let keepdim = c.flag("keepdim");
-            if c.params["axes"] == "all" {
-                if op == "sum" {
-                    x[0].sum_all()
-                } else {
-                    x[0].mean_all()
-                }
-            } else if op == "sum" {
-                x[0].sum(&c.usizes("axes"), keepdim)
-            } else {
-                x[0].mean(&c.usizes("axes"), keepdim)
+            // `all`: PyTorch's x.sum() ; `none`: an empty axis list (dim=[]), which PyTorch
+            // also treats as every axis.
+            let axes = match c.params["axes"].as_str() {
+                "all" => None,
+                "none" => Some(vec![]),
+                _ => Some(c.usizes("axes")),
+            };
+            match (op, axes) {
+                ("sum", None) => x[0].sum_all(),
+                ("mean", None) => x[0].mean_all(),
+                ("sum", Some(a)) => x[0].sum(&a, keepdim),
+                (_, Some(a)) => x[0].mean(&a, keepdim),
+                _ => unreachable!(),
             }
         }
         "max" => x[0].max(c.usizes("axis")[0], c.flag("keepdim")),
@@ -144,6 +148,7 @@ fn run(c: &Case, x: &[Tensor]) -> Result<Tensor> {
             x[0].batch_norm_eval(&x[3], &x[4], Some(&x[1]), Some(&x[2]), c.f64("eps"))
         }
         "pixel_shuffle" => x[0].pixel_shuffle(c.usizes("factor")[0]),
+        "pixel_unshuffle" => x[0].pixel_unshuffle(c.usizes("factor")[0]),
         "upsample_nearest2d" => x[0].upsample_nearest2d(c.pair("scale")),
         "bce_with_logits" => bce_with_logits(&x[0], &x[1], c.reduction()),
         "mse" => mse(&x[0], &x[1], c.reduction()),
@@ -266,7 +271,8 @@ fn every_op_matches_pytorch_in_f64() {
 
 #[test]
 fn every_op_matches_pytorch_in_f32() {
-    with_cases(|c| check_case(c, DType::F32, 1e-4, 1e-4));
+    let n = with_cases(|c| check_case(c, DType::F32, 1e-4, 1e-4));
+    assert!(n >= 70, "only {n} fixture cases");
 }
 
 #[test]

@@ -25,9 +25,48 @@ pub(crate) struct Node {
     pub name: &'static str,
     pub inputs: Vec<Tensor>,
     pub backward: BackwardFn,
+    /// The storage versions of the inputs and of the output when the op ran.
+    versions: Vec<u64>,
+    output_version: u64,
 }
 
 impl Node {
+    pub(crate) fn new(
+        name: &'static str,
+        inputs: &[&Tensor],
+        output_version: u64,
+        backward: BackwardFn,
+    ) -> Self {
+        Node {
+            name,
+            inputs: inputs.iter().map(|&t| t.clone()).collect(),
+            versions: inputs.iter().map(|t| t.version()).collect(),
+            output_version,
+            backward,
+        }
+    }
+
+    /// An error if an input or the output was written in place since the op recorded it:
+    /// the backward rule would read values the forward pass never saw.
+    fn check_versions(&self, output: &Tensor) -> Result<()> {
+        let changed = self
+            .inputs
+            .iter()
+            .zip(&self.versions)
+            .position(|(t, &v)| t.version() != v);
+        if changed.is_some() || output.version() != self.output_version {
+            let what = changed.map_or("its output".to_string(), |i| format!("input {i}"));
+            return Err(Error::invalid(
+                self.name,
+                format!(
+                    "{what} was modified in place (set / storage_mut) after the op was recorded, \
+                     so its backward pass cannot run; update tensors after backward()"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn into_inputs(self) -> Vec<Tensor> {
         self.inputs
     }
@@ -88,20 +127,26 @@ pub fn is_grad_enabled() -> bool {
     NO_GRAD_DEPTH.with(|d| d.get() == 0)
 }
 
-/// While alive, ops on this thread record no graph. Nests.
-pub struct NoGradGuard(());
+/// While alive, ops on this thread record no graph. Nests. Not `Send`: the setting belongs to
+/// the thread that made the guard.
+///
+/// ```compile_fail
+/// let guard = gantry_core::NoGradGuard::new();
+/// std::thread::spawn(move || drop(guard)); // error: `*const ()` cannot be sent between threads
+/// ```
+pub struct NoGradGuard(std::marker::PhantomData<*const ()>);
 
 impl NoGradGuard {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         NO_GRAD_DEPTH.with(|d| d.set(d.get() + 1));
-        NoGradGuard(())
+        NoGradGuard(std::marker::PhantomData)
     }
 }
 
 impl Drop for NoGradGuard {
     fn drop(&mut self) {
-        NO_GRAD_DEPTH.with(|d| d.set(d.get() - 1));
+        NO_GRAD_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
     }
 }
 
@@ -180,6 +225,7 @@ impl Tensor {
                 continue;
             };
             let node = t.node().expect("topological_order yields op outputs only");
+            node.check_versions(t)?;
             let ctx = BackwardCtx {
                 inputs: &node.inputs,
                 output: t,

@@ -20,9 +20,23 @@ impl Shape {
     pub fn rank(&self) -> usize {
         self.0.len()
     }
-    /// Number of elements (1 for a scalar).
+    /// Number of elements (1 for a scalar). Tensors only exist for shapes whose count fits in
+    /// `usize` (checked by [`Shape::checked_elem_count`] when they are made).
     pub fn elem_count(&self) -> usize {
         self.0.iter().product()
+    }
+
+    /// The element count, or an error naming `op` if it overflows `usize`.
+    pub fn checked_elem_count(&self, op: &'static str) -> Result<usize> {
+        self.0
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                Error::shape(
+                    op,
+                    format!("shape {self} has more elements than fit in memory"),
+                )
+            })
     }
     /// Row-major strides in elements.
     pub fn strides(&self) -> Vec<usize> {

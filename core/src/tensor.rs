@@ -33,9 +33,25 @@ pub struct Tensor(pub(crate) Arc<TensorInner>);
 
 pub(crate) struct TensorInner {
     id: TensorId,
-    storage: Arc<RwLock<Storage>>,
+    storage: Arc<StorageCell>,
     shape: Shape,
     grad: GradKind,
+}
+
+/// A storage buffer and its version: a counter bumped by every write access, so the backward
+/// pass can tell that a tensor it needs was modified in place after the op recorded it.
+pub(crate) struct StorageCell {
+    data: RwLock<Storage>,
+    version: AtomicU64,
+}
+
+impl StorageCell {
+    fn new(storage: Storage) -> Arc<Self> {
+        Arc::new(StorageCell {
+            data: RwLock::new(storage),
+            version: AtomicU64::new(0),
+        })
+    }
 }
 
 pub(crate) enum GradKind {
@@ -47,7 +63,7 @@ pub(crate) enum GradKind {
 impl Tensor {
     // ---------------------------------------------------------------- construction
 
-    fn make(storage: Arc<RwLock<Storage>>, shape: Shape, grad: GradKind) -> Tensor {
+    fn make(storage: Arc<StorageCell>, shape: Shape, grad: GradKind) -> Tensor {
         Tensor(Arc::new(TensorInner {
             id: TensorId::fresh(),
             storage,
@@ -60,7 +76,7 @@ impl Tensor {
     pub(crate) fn from_storage(storage: Storage, shape: impl Into<Shape>) -> Tensor {
         let shape = shape.into();
         debug_assert_eq!(storage.len(), shape.elem_count());
-        Self::make(Arc::new(RwLock::new(storage)), shape, GradKind::Constant)
+        Self::make(StorageCell::new(storage), shape, GradKind::Constant)
     }
 
     /// The output of an op: records `inputs` and `backward` if gradients are enabled and any
@@ -79,16 +95,13 @@ impl Tensor {
         let shape = shape.into();
         debug_assert_eq!(storage.len(), shape.elem_count(), "{name}");
         let record = autograd::is_grad_enabled() && inputs.iter().any(|t| t.tracks_grad());
+        let storage = StorageCell::new(storage);
         let grad = if record {
-            GradKind::Op(Node {
-                name,
-                inputs: inputs.iter().map(|&t| t.clone()).collect(),
-                backward: Box::new(backward),
-            })
+            GradKind::Op(Node::new(name, inputs, 0, Box::new(backward)))
         } else {
             GradKind::Constant
         };
-        Self::make(Arc::new(RwLock::new(storage)), shape, grad)
+        Self::make(storage, shape, grad)
     }
 
     /// Like [`Tensor::from_op`], but the output shares `self`'s storage under a new shape
@@ -100,11 +113,7 @@ impl Tensor {
         backward: impl Fn(&BackwardCtx) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
         let grad = if autograd::is_grad_enabled() && self.tracks_grad() {
-            GradKind::Op(Node {
-                name,
-                inputs: vec![self.clone()],
-                backward: Box::new(backward),
-            })
+            GradKind::Op(Node::new(name, &[self], self.version(), Box::new(backward)))
         } else {
             GradKind::Constant
         };
@@ -118,6 +127,7 @@ impl Tensor {
         device: Device,
     ) -> Result<Tensor> {
         let shape = shape.into();
+        shape.checked_elem_count("from_vec")?;
         if data.len() != shape.elem_count() {
             return Err(Error::shape(
                 "from_vec",
@@ -155,7 +165,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let shape = shape.into();
         Ok(Self::from_storage(
-            Storage::full(device, dtype, shape.elem_count(), value)?,
+            Storage::full(device, dtype, shape.checked_elem_count("full")?, value)?,
             shape,
         ))
     }
@@ -196,6 +206,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let shape = shape.into();
         device.check_available("randn")?;
+        shape.checked_elem_count("randn")?;
         let s = CpuStorage::from_f64_iter(
             dtype,
             (0..shape.elem_count()).map(|_| mean + std * rng.normal()),
@@ -214,6 +225,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let shape = shape.into();
         device.check_available("rand")?;
+        shape.checked_elem_count("rand")?;
         let s = CpuStorage::from_f64_iter(
             dtype,
             (0..shape.elem_count()).map(|_| rng.uniform_range(lo, hi)),
@@ -296,14 +308,31 @@ impl Tensor {
     /// Read access to the storage. It is shared by every tensor made with `reshape`, `detach`
     /// or `variable` from the same source.
     pub fn storage(&self) -> RwLockReadGuard<'_, Storage> {
-        self.0.storage.read().unwrap_or_else(|e| e.into_inner())
+        self.0
+            .storage
+            .data
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many times this tensor's storage has been written in place.
+    pub fn version(&self) -> u64 {
+        self.0.storage.version.load(Ordering::Acquire)
     }
 
     /// Write access to the storage, for in-place updates such as an optimizer step. Every
-    /// tensor sharing the storage sees the change, including graphs already recorded: update
-    /// parameters only after the backward pass that used them.
+    /// tensor sharing the storage sees the change. It bumps the storage's [`Tensor::version`]:
+    /// a recorded graph that used this tensor refuses to run backward afterwards (as PyTorch's
+    /// "modified by an inplace operation" check), so update parameters after the backward pass.
     pub fn storage_mut(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.0.storage.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self
+            .0
+            .storage
+            .data
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        self.0.storage.version.fetch_add(1, Ordering::AcqRel);
+        guard
     }
 
     /// Overwrites this tensor's values with `src`'s (same shape, dtype and device). Refused for
@@ -312,7 +341,7 @@ impl Tensor {
         if self.node().is_some() {
             return Err(Error::invalid(
                 "set",
-                "tensor is the output of a recorded op; detach() it first",
+                "tensor is the output of a recorded op, whose value its backward pass may need",
             ));
         }
         if self.shape() != src.shape() {

@@ -158,3 +158,35 @@ fn f32_end_to_end() {
     assert_eq!(gw.dtype(), DType::F32);
     assert!(gw.to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn modifying_an_input_in_place_after_forward_is_refused_in_backward() {
+    // y = tanh(x) needs y's value in backward; overwriting it through a detached view, or
+    // overwriting x before backward, must not silently give a wrong gradient.
+    let x = scalar(0.5).variable();
+    let y = x.tanh().unwrap();
+    y.detach().set(&scalar(3.0)).unwrap();
+    let e = y.backward().unwrap_err().to_string();
+    assert!(
+        e.starts_with("tanh: its output was modified in place"),
+        "{e}"
+    );
+
+    let w = scalar(2.0).variable();
+    let loss = w.sqr().unwrap();
+    w.set(&scalar(5.0)).unwrap();
+    let e = loss.backward().unwrap_err().to_string();
+    assert!(e.contains("input 0 was modified in place"), "{e}");
+
+    // Recomputing after the update is the right order, and works.
+    let loss = w.sqr().unwrap();
+    assert_eq!(
+        loss.backward()
+            .unwrap()
+            .get(&w)
+            .unwrap()
+            .to_scalar()
+            .unwrap(),
+        10.0
+    );
+}

@@ -139,7 +139,11 @@ fn dtype_access_errors() {
         .contains("not one element"));
     let x = t(&[2]).variable();
     let y = x.exp().unwrap();
-    assert!(y.set(&t(&[2])).unwrap_err().to_string().contains("detach"));
+    assert!(y
+        .set(&t(&[2]))
+        .unwrap_err()
+        .to_string()
+        .contains("recorded op"));
     assert!(x.set(&t(&[3])).unwrap_err().to_string().contains("shape"));
 }
 
@@ -163,4 +167,41 @@ fn degenerate_sizes_are_errors_not_panics() {
         .conv2d(&t(&[2, 3, 3, 3]), None, Conv2dParams::default())
         .unwrap();
     assert_eq!(y.dims(), &[0, 2, 3, 3]);
+}
+
+#[test]
+fn sizes_that_overflow_are_errors_not_panics() {
+    let huge = 1usize << 33;
+    assert!(Tensor::zeros([huge, huge], DType::F32, CPU)
+        .unwrap_err()
+        .to_string()
+        .contains("more elements"));
+    assert!(Tensor::from_vec(Vec::<f32>::new(), [huge, huge, 0, huge], CPU).is_err());
+    assert!(err(Tensor::zeros([0], DType::F32, CPU)
+        .unwrap()
+        .reshape([huge, huge, 0, huge, huge]))
+    .starts_with("reshape:"));
+    assert!(err(t(&[1, 4, 2, 2]).pixel_shuffle(1 << 32)).starts_with("pixel_shuffle:"));
+    assert!(err(t(&[1, 4, 0, 0]).pixel_unshuffle(1 << 32)).starts_with("pixel_unshuffle:"));
+    assert!(
+        err(t(&[1, 1, 1, 1]).upsample_nearest2d([huge, huge])).starts_with("upsample_nearest2d:")
+    );
+    let w = t(&[1, 1, 3, 1]);
+    let p = Conv2dParams {
+        stride: [1, 1],
+        padding: [usize::MAX / 2 + 1, 0],
+        dilation: [1, 1],
+    };
+    assert!(err(t(&[1, 1, 2, 2]).conv2d(&w, None, p)).starts_with("conv2d:"));
+    let p = Conv2dParams {
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [usize::MAX / 2 + 1, 1],
+    };
+    assert!(err(t(&[1, 1, 2, 2]).conv2d(&w, None, p)).starts_with("conv2d:"));
+    let p = ConvTranspose2dParams {
+        stride: [usize::MAX / 2 + 1, 1],
+        ..Default::default()
+    };
+    assert!(err(t(&[1, 1, 3, 3]).conv_transpose2d(&w, None, p)).starts_with("conv_transpose2d:"));
 }

@@ -272,12 +272,19 @@ impl Tensor {
                     ),
                 ));
             }
-            let full = (x[2 + a] - 1) * p.stride[a]
-                + p.dilation[a] * (w[2 + a] - 1)
-                + p.output_padding[a]
-                + 1;
+            // (h − 1)·stride + dilation·(k − 1) + output_padding + 1 − 2·padding, checked:
+            // the parameters are user input and must not wrap.
+            let full = (x[2 + a] - 1)
+                .checked_mul(p.stride[a])
+                .zip(p.dilation[a].checked_mul(w[2 + a] - 1))
+                .and_then(|(s, d)| {
+                    s.checked_add(d)?
+                        .checked_add(p.output_padding[a])?
+                        .checked_add(1)
+                });
             out_hw[a] = full
-                .checked_sub(2 * p.padding[a])
+                .zip(p.padding[a].checked_mul(2))
+                .and_then(|(f, pad2)| f.checked_sub(pad2))
                 .filter(|&v| v > 0)
                 .ok_or_else(|| {
                     Error::shape(

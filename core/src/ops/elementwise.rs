@@ -4,6 +4,16 @@ use super::{check_float, check_same};
 use crate::{Error, Result, Shape, Tensor};
 use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom, UnaryOp};
 
+/// One partial derivative of `a ^ b` (broadcast), computed by a single kernel.
+fn pow_partial(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
+    let geom = BroadcastGeom::new(a.dims(), b.dims()).expect("shapes broadcast in forward");
+    let shape = Shape::new(geom.out_shape.clone());
+    Ok(Tensor::from_storage(
+        a.storage().binary(&b.storage(), &geom, op)?,
+        shape,
+    ))
+}
+
 impl Tensor {
     /// Applies a unary op; backward is `dy · f'(x)` via the kernel's derivative.
     fn unary_op(&self, op: UnaryOp) -> Result<Tensor> {
@@ -108,15 +118,19 @@ impl Tensor {
                             .then(|| g.mul(ctx.output)?.div(b)?.neg())
                             .transpose()?,
                     ),
-                    // d(a^b)/da = b·a^(b−1) ; d(a^b)/db = a^b · ln a
+                    // d(a^b)/da = b·a^(b−1) ; d(a^b)/db = a^b · ln a, with PyTorch's zeros at
+                    // the singular points (see the kernel's `PowGradBase` / `PowGradExponent`).
                     BinaryOp::Pow => (
                         ctx.needs(0)
-                            .then(|| g.mul(&b.mul(&a.pow(&b.add_scalar(-1.0)?)?)?))
+                            .then(|| g.mul(&pow_partial(a, b, BinaryOp::PowGradBase)?))
                             .transpose()?,
                         ctx.needs(1)
-                            .then(|| g.mul(&ctx.output.mul(&a.log()?)?))
+                            .then(|| g.mul(&pow_partial(a, b, BinaryOp::PowGradExponent)?))
                             .transpose()?,
                     ),
+                    BinaryOp::PowGradBase | BinaryOp::PowGradExponent => {
+                        unreachable!("derivative helpers are not recorded as ops")
+                    }
                 };
                 Ok(vec![
                     ga.map(|t| t.sum_to(a.shape())).transpose()?,

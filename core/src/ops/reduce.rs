@@ -6,6 +6,16 @@ use crate::{Error, Result, Shape, Tensor};
 use gantry_kernels::reduce::reduced_shape;
 
 impl Tensor {
+    /// The axes a reduction runs over: as given, or every axis for an empty list (PyTorch's
+    /// `dim=[]`).
+    fn reduced_axes(&self, axes: &[usize]) -> Vec<usize> {
+        if axes.is_empty() {
+            (0..self.rank()).collect()
+        } else {
+            axes.to_vec()
+        }
+    }
+
     fn check_axes(&self, op: &'static str, axes: &[usize]) -> Result<()> {
         for (i, &a) in axes.iter().enumerate() {
             if a >= self.rank() {
@@ -24,10 +34,12 @@ impl Tensor {
         Ok(())
     }
 
-    /// Sum over `axes`, keeping them as size-1 dimensions. Backward broadcasts the gradient
+    /// Sum over `axes` (all of them if empty), keeping them as size-1 dimensions. Backward
+    /// broadcasts the gradient
     /// back over the summed axes.
     pub fn sum_keepdim(&self, axes: &[usize]) -> Result<Tensor> {
         check_float("sum", self)?;
+        let axes = &self.reduced_axes(axes);
         self.check_axes("sum", axes)?;
         let out_shape = Shape::new(reduced_shape(self.dims(), axes));
         let out = self.storage().sum_axes(self.dims(), axes)?;
@@ -38,8 +50,10 @@ impl Tensor {
         }))
     }
 
-    /// Sum over `axes`; with `keepdim` they stay as size-1 dimensions, otherwise they are removed.
+    /// Sum over `axes` (all of them if empty, as PyTorch's `dim=[]`); with `keepdim` they stay
+    /// as size-1 dimensions, otherwise they are removed.
     pub fn sum(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        let axes = &self.reduced_axes(axes);
         let s = self.sum_keepdim(axes)?;
         if keepdim {
             return Ok(s);
@@ -60,8 +74,9 @@ impl Tensor {
         self.sum(&axes, false)
     }
 
-    /// Mean over `axes`.
+    /// Mean over `axes` (all of them if empty).
     pub fn mean(&self, axes: &[usize], keepdim: bool) -> Result<Tensor> {
+        let axes = &self.reduced_axes(axes);
         self.check_axes("mean", axes)?;
         let count: usize = axes.iter().map(|&a| self.dims()[a]).product();
         self.sum(axes, keepdim)?.mul_scalar(1.0 / count as f64)

@@ -4,6 +4,15 @@ use super::check_float;
 use crate::{Error, Result, Tensor};
 
 impl Tensor {
+    /// `[n, c, h·sh, w·sw]`, or `None` if that overflows.
+    fn shape_after(&self, d: &[usize], [sh, sw]: [usize; 2]) -> Option<[usize; 4]> {
+        let (h, w) = (d[2].checked_mul(sh)?, d[3].checked_mul(sw)?);
+        crate::Shape::new([d[0], d[1], h, w])
+            .checked_elem_count("")
+            .ok()?;
+        Some([d[0], d[1], h, w])
+    }
+
     fn check_4d(&self, op: &'static str) -> Result<[usize; 4]> {
         match self.dims() {
             &[n, c, h, w] => Ok([n, c, h, w]),
@@ -17,13 +26,14 @@ impl Tensor {
     /// Rearranges `[n, c·r², h, w]` into `[n, c, h·r, w·r]` (sub-pixel convolution upsampling).
     pub fn pixel_shuffle(&self, r: usize) -> Result<Tensor> {
         let [n, c, h, w] = self.check_4d("pixel_shuffle")?;
-        if r == 0 || c % (r * r) != 0 {
+        if r.checked_mul(r).is_none_or(|r2| r2 == 0 || c % r2 != 0)
+            || self.shape_after(&[1, 1, h, w], [r, r]).is_none()
+        {
             return Err(Error::shape(
                 "pixel_shuffle",
                 format!(
-                    "channels of {} are not divisible by the squared factor {}",
-                    self.shape(),
-                    r * r
+                    "channels of {} are not divisible by the squared factor {r}², or the output is too large",
+                    self.shape()
                 ),
             ));
         }
@@ -41,7 +51,8 @@ impl Tensor {
     /// The inverse of [`Tensor::pixel_shuffle`]: `[n, c, h·r, w·r]` → `[n, c·r², h, w]`.
     pub fn pixel_unshuffle(&self, r: usize) -> Result<Tensor> {
         let [n, c, hr, wr] = self.check_4d("pixel_unshuffle")?;
-        if r == 0 || hr % r != 0 || wr % r != 0 {
+        let channels_out = r.checked_mul(r).and_then(|r2| c.checked_mul(r2));
+        if r == 0 || hr % r != 0 || wr % r != 0 || channels_out.is_none() {
             return Err(Error::shape(
                 "pixel_unshuffle",
                 format!(
@@ -65,7 +76,7 @@ impl Tensor {
     pub fn upsample_nearest2d(&self, scale: [usize; 2]) -> Result<Tensor> {
         let [n, c, h, w] = self.check_4d("upsample_nearest2d")?;
         check_float("upsample_nearest2d", self)?;
-        if scale.contains(&0) {
+        if scale.contains(&0) || self.shape_after(&[n, c, h, w], scale).is_none() {
             return Err(Error::invalid(
                 "upsample_nearest2d",
                 format!("scale factors {scale:?} must be positive"),

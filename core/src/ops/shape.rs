@@ -9,7 +9,7 @@ impl Tensor {
     /// shares storage).
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
-        if shape.elem_count() != self.elem_count() {
+        if shape.checked_elem_count("reshape")? != self.elem_count() {
             return Err(Error::shape(
                 "reshape",
                 format!(
@@ -220,6 +220,7 @@ impl Tensor {
         if &shape == self.shape() {
             return Ok(self.clone());
         }
+        shape.checked_elem_count("broadcast_to")?;
         let (src, dst) = (self.dims(), shape.dims());
         let lead = dst.len().checked_sub(src.len());
         let ok = lead.is_some_and(|lead| {

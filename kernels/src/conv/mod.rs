@@ -46,12 +46,13 @@ impl Conv2dGeom {
         pad: usize,
         dilation: usize,
     ) -> Option<usize> {
-        let span = dilation * (k.max(1) - 1) + 1;
-        let padded = len + 2 * pad;
-        if k == 0 || stride == 0 || dilation == 0 || padded < span {
+        if k == 0 || stride == 0 || dilation == 0 {
             return None;
         }
-        Some((padded - span) / stride + 1)
+        // Checked arithmetic: these come from user input and must not wrap.
+        let span = dilation.checked_mul(k - 1)?.checked_add(1)?;
+        let padded = pad.checked_mul(2)?.checked_add(len)?;
+        Some(padded.checked_sub(span)? / stride + 1)
     }
 
     /// Sets `h_out`/`w_out` from the input size and parameters; `None` if the output is empty.

@@ -57,8 +57,9 @@ impl UnaryOp {
             UnaryOp::Abs => x.abs(),
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Sigmoid => sigmoid(x),
+            // NaN passes through, as PyTorch's clamp does, so divergence stays visible.
             UnaryOp::Relu => {
-                if x > T::ZERO {
+                if x > T::ZERO || x.is_nan() {
                     x
                 } else {
                     T::ZERO
@@ -146,6 +147,12 @@ pub enum BinaryOp {
     Div,
     /// `a ^ b`
     Pow,
+    /// `∂(a^b)/∂a = b · a^(b−1)`, taken as 0 where `b = 0` (PyTorch's convention, which keeps
+    /// `0^0` differentiable).
+    PowGradBase,
+    /// `∂(a^b)/∂b = a^b · ln a`, taken as 0 where `a = 0` and `b ≥ 0` (PyTorch's convention:
+    /// the limit of `a^b · ln a` as `a → 0⁺` for `b > 0`).
+    PowGradExponent,
 }
 
 impl BinaryOp {
@@ -156,6 +163,8 @@ impl BinaryOp {
             BinaryOp::Mul => "mul",
             BinaryOp::Div => "div",
             BinaryOp::Pow => "pow",
+            BinaryOp::PowGradBase => "pow_grad_base",
+            BinaryOp::PowGradExponent => "pow_grad_exponent",
         }
     }
 
@@ -167,6 +176,20 @@ impl BinaryOp {
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
             BinaryOp::Pow => a.powf(b),
+            BinaryOp::PowGradBase => {
+                if b == T::ZERO {
+                    T::ZERO
+                } else {
+                    b * a.powf(b - T::ONE)
+                }
+            }
+            BinaryOp::PowGradExponent => {
+                if a == T::ZERO && b >= T::ZERO {
+                    T::ZERO
+                } else {
+                    a.powf(b) * a.ln()
+                }
+            }
         }
     }
 }

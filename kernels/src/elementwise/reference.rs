@@ -131,6 +131,26 @@ mod tests {
     }
 
     #[test]
+    fn relu_propagates_nan_like_pytorch() {
+        let mut y = [0.0f32; 2];
+        unary(UnaryOp::Relu, &[f32::NAN, -f32::NAN], &mut y);
+        assert!(y[0].is_nan() && y[1].is_nan());
+        unary(UnaryOp::LeakyRelu(0.2), &[f32::NAN, 1.0], &mut y);
+        assert!(y[0].is_nan());
+    }
+
+    #[test]
+    fn pow_partials_are_zero_at_the_singular_points() {
+        use crate::elementwise::BinaryOp;
+        // d(0^0)/da = 0 (exponent 0), d(0^2)/db = 0 (base 0, exponent >= 0).
+        assert_eq!(BinaryOp::PowGradBase.apply(0.0f64, 0.0), 0.0);
+        assert_eq!(BinaryOp::PowGradBase.apply(3.0f64, 2.0), 6.0);
+        assert_eq!(BinaryOp::PowGradExponent.apply(0.0f64, 2.0), 0.0);
+        assert_eq!(BinaryOp::PowGradExponent.apply(1.0f64, 5.0), 0.0);
+        assert!((BinaryOp::PowGradExponent.apply(2.0f64, 3.0) - 8.0 * 2f64.ln()).abs() < 1e-15);
+    }
+
+    #[test]
     fn sigmoid_does_not_overflow() {
         assert_eq!(super::super::sigmoid(-1000.0f32), 0.0);
         assert_eq!(super::super::sigmoid(1000.0f32), 1.0);
