@@ -1,6 +1,8 @@
 //! The `gantry` command-line tool.
 
-use clap::{Parser, Subcommand};
+mod bench;
+
+use clap::{Parser, Subcommand, ValueEnum};
 use gantry::{DType, Device, Rng, Tensor};
 use std::process::ExitCode;
 
@@ -21,6 +23,26 @@ enum Command {
     Info,
     /// Run a small forward and backward pass through every layer type as a smoke test.
     Check,
+    /// Time kernels against a baseline measured in the same run (see `src/bench.rs`).
+    Bench {
+        /// What to time.
+        what: BenchWhat,
+        /// Threads to run on (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print one JSON array of rows instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// GEMM sizes (n for n×n×n), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "256,512,1024,2048")]
+        sizes: Vec<usize>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchWhat {
+    /// Square f32 GEMMs: gantry vs ndarray's dot.
+    Gemm,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +53,12 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Check => check(),
+        Command::Bench {
+            what,
+            threads,
+            json,
+            sizes,
+        } => run_bench(what, threads, json, &sizes),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +67,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_bench(
+    what: BenchWhat,
+    threads: Option<usize>,
+    json: bool,
+    sizes: &[usize],
+) -> gantry::Result<()> {
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // The baseline reads its thread count once, from the environment.
+    std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| gantry::Error::invalid("bench", e.to_string()))?;
+    pool.install(|| {
+        let (isa, peak) = bench::peak();
+        if !json {
+            println!("FMA peak ({isa:?}, {threads} threads, measured): {peak:.1} GFLOP/s");
+        }
+        let rows = match what {
+            BenchWhat::Gemm => bench::gemm(sizes, threads, peak),
+        };
+        if json {
+            let body: Vec<String> = rows.iter().map(|r| r.json()).collect();
+            println!("[{}]", body.join(",\n"));
+        } else {
+            for r in &rows {
+                println!("{}", r.table_line());
+            }
+        }
+    });
+    Ok(())
 }
 
 fn info() {

@@ -22,6 +22,7 @@ pub mod elementwise;
 pub mod float;
 pub mod gemm;
 pub mod loss;
+pub mod peak;
 pub mod reduce;
 pub mod resample;
 

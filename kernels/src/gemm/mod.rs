@@ -1,6 +1,11 @@
-//! Matrix multiplication.
+//! Matrix multiplication: the naive [`reference`], and the BLIS-style SIMD [`cpu`] GEMM with
+//! its per-ISA micro-kernels in [`kernels`].
 
+pub mod cpu;
+pub mod kernels;
 pub mod reference;
+#[cfg(test)]
+mod tests;
 
 /// A batch of `C = op(A) · op(B)` products, each `C` of shape `m × n` with inner dimension `k`.
 ///

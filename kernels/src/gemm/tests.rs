@@ -1,0 +1,160 @@
+//! Every GEMM micro-kernel this CPU runs against the reference, on awkward shapes.
+//!
+//! Tolerance: the reference rounds an f64 sum once; the fast kernel accumulates `k` products in
+//! f32, whose worst-case error is `k · ε · Σ|a||b|` (ε = 2⁻²⁴). Each element is held to
+//! `(k + 2) · ε · Σ_p |a_ip · b_pj|`, the classical bound for a length-`k` dot product.
+
+use super::cpu::{gemm_with, matmul_with, OutC, Strided};
+use super::kernels::Isa;
+use super::reference;
+use super::GemmGeom;
+use proptest::prelude::*;
+
+fn filled(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Checks `got` against the reference product, element by element, with the bound above.
+fn check(a: &[f32], b: &[f32], got: &[f32], g: &GemmGeom, what: &str) -> Result<(), TestCaseError> {
+    let mut want = vec![0f32; got.len()];
+    reference::matmul(a, b, &mut want, g);
+    let abs_a: Vec<f32> = a.iter().map(|v| v.abs()).collect();
+    let abs_b: Vec<f32> = b.iter().map(|v| v.abs()).collect();
+    let mut bound = vec![0f32; got.len()];
+    reference::matmul(&abs_a, &abs_b, &mut bound, g);
+    let eps = f32::EPSILON as f64 / 2.0;
+    for i in 0..got.len() {
+        let tol = (g.k as f64 + 2.0) * eps * bound[i] as f64 + f32::MIN_POSITIVE as f64;
+        let err = (got[i] as f64 - want[i] as f64).abs();
+        prop_assert!(
+            err <= tol,
+            "{what}: element {i}: {} vs reference {} (tolerance {tol:e})",
+            got[i],
+            want[i]
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn every_isa_matches_the_reference(
+        m in 1usize..70, n in 1usize..90, k in 1usize..600,
+        trans_a in any::<bool>(), trans_b in any::<bool>(), batch in 1usize..3, seed in any::<u64>(),
+    ) {
+        let g = GemmGeom { batch, m, k, n, trans_a, trans_b };
+        let (a, b) = (filled(batch * m * k, seed), filled(batch * k * n, seed ^ 1));
+        for isa in Isa::available() {
+            let mut c = vec![f32::NAN; batch * m * n];
+            matmul_with(isa, &a, &b, &mut c, &g);
+            check(&a, &b, &c, &g, &format!("{isa:?} {g:?}"))?;
+        }
+    }
+}
+
+#[test]
+fn blocks_larger_than_mc_and_nc_and_kc() {
+    // m > MC, n > NC, k > KC: every loop of the nest takes more than one trip.
+    let g = GemmGeom::new(1, 251, 300, 4100);
+    let (a, b) = (filled(g.m * g.k, 3), filled(g.k * g.n, 4));
+    for isa in Isa::available() {
+        let mut c = vec![0f32; g.m * g.n];
+        matmul_with(isa, &a, &b, &mut c, &g);
+        check(&a, &b, &c, &g, &format!("{isa:?}")).unwrap();
+    }
+}
+
+#[test]
+fn accumulate_adds_to_c_and_k_zero_clears_it() {
+    let (m, n, k) = (13, 35, 7);
+    let (a, b) = (filled(m * k, 5), filled(k * n, 6));
+    let mut want = vec![0f32; m * n];
+    reference::matmul(&a, &b, &mut want, &GemmGeom::new(1, m, k, n));
+    for isa in Isa::available() {
+        let mut c = vec![1.0f32; m * n];
+        let (sa, sb) = (
+            Strided {
+                data: &a,
+                rs: k,
+                cs: 1,
+            },
+            Strided {
+                data: &b,
+                rs: n,
+                cs: 1,
+            },
+        );
+        gemm_with(
+            isa,
+            [m, n, k],
+            &sa,
+            &sb,
+            OutC {
+                data: &mut c,
+                ldc: n,
+            },
+            true,
+        );
+        for (got, w) in c.iter().zip(&want) {
+            assert!(
+                (got - (w + 1.0)).abs() < 1e-5,
+                "{isa:?}: {got} vs {}",
+                w + 1.0
+            );
+        }
+        gemm_with(
+            isa,
+            [m, n, 0],
+            &sa,
+            &sb,
+            OutC {
+                data: &mut c,
+                ldc: n,
+            },
+            false,
+        );
+        assert!(c.iter().all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn writes_only_inside_a_strided_c() {
+    // C is a 5×7 window of a 5×10 buffer: the three extra columns must stay untouched.
+    let (m, n, k, ldc) = (5, 7, 9, 10);
+    let (a, b) = (filled(m * k, 7), filled(k * n, 8));
+    for isa in Isa::available() {
+        let mut c = vec![42.0f32; m * ldc];
+        gemm_with(
+            isa,
+            [m, n, k],
+            &Strided {
+                data: &a,
+                rs: k,
+                cs: 1,
+            },
+            &Strided {
+                data: &b,
+                rs: n,
+                cs: 1,
+            },
+            OutC { data: &mut c, ldc },
+            false,
+        );
+        for r in 0..m {
+            assert!(
+                c[r * ldc + n..(r + 1) * ldc].iter().all(|&v| v == 42.0),
+                "{isa:?} wrote past column {n}"
+            );
+        }
+    }
+}
