@@ -1,6 +1,7 @@
 //! The CPU backend: dtype dispatch, buffer allocation, and the call into `gantry-kernels`.
 //!
-//! Today every function calls the reference kernel; the fast SIMD kernels plug in here.
+//! f32 GEMM and convolution run the fast SIMD kernels (`gemm::cpu`, `conv::cpu`); f64 (the
+//! gradient checks) and every other op run the reference kernels.
 
 use crate::storage::{CpuElem, CpuStorage};
 use crate::{DType, Error, Result};
@@ -192,6 +193,12 @@ pub fn conv2d(
     bias: Option<&CpuStorage>,
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
+    if let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) {
+        let bias = bias.map(|b| view::<f32>("conv2d", b)).transpose()?;
+        let mut y = vec![0f32; geom.output_len_total()];
+        gantry_kernels::conv::cpu::conv2d_forward(x, w, bias, &mut y, geom);
+        return Ok(CpuStorage::F32(y));
+    }
     with_float!("conv2d", x.dtype(), T => {
         let (x, w) = (view::<T>("conv2d", x)?, view::<T>("conv2d", w)?);
         let bias = bias.map(|b| view::<T>("conv2d", b)).transpose()?;
@@ -206,6 +213,11 @@ pub fn conv2d_backward_data(
     w: &CpuStorage,
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
+    if let (CpuStorage::F32(dy), CpuStorage::F32(w)) = (dy, w) {
+        let mut dx = vec![0f32; geom.input_len()];
+        gantry_kernels::conv::cpu::conv2d_backward_data(dy, w, &mut dx, geom);
+        return Ok(CpuStorage::F32(dx));
+    }
     let op = "conv2d_backward_data";
     with_float!(op, dy.dtype(), T => {
         let (dy, w) = (view::<T>(op, dy)?, view::<T>(op, w)?);
@@ -220,6 +232,11 @@ pub fn conv2d_backward_weight(
     dy: &CpuStorage,
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
+    if let (CpuStorage::F32(x), CpuStorage::F32(dy)) = (x, dy) {
+        let mut dw = vec![0f32; geom.weight_len()];
+        gantry_kernels::conv::cpu::conv2d_backward_weight(x, dy, &mut dw, geom);
+        return Ok(CpuStorage::F32(dw));
+    }
     let op = "conv2d_backward_weight";
     with_float!(op, x.dtype(), T => {
         let (x, dy) = (view::<T>(op, x)?, view::<T>(op, dy)?);

@@ -11,6 +11,7 @@
 //! | conv-transpose backward, input  | conv forward                                   |
 //! | conv-transpose backward, weight | conv backward-weight with the roles swapped    |
 
+pub mod cpu;
 pub mod reference;
 #[cfg(test)]
 mod tests;

@@ -112,3 +112,136 @@ proptest! {
         prop_assert!((lhs - via_w).abs() <= 1e-12 * (1.0 + lhs.abs()), "{lhs} vs {via_w}");
     }
 }
+
+/// The fast f32 kernels against the reference over random awkward geometries: odd sizes,
+/// stride 1–3, padding 0..k, dilation 1–2, batch 1–3, channel counts not multiples of the
+/// SIMD width, and the whole-input (1×1 output) special case.
+///
+/// Tolerance: each output is a dot product of `len` terms (`K` forward, `c_out·taps` for the
+/// input gradient, `n·P` for the weight gradient) summed in f32 in a different order from the
+/// f64 reference, so it is held to `(len + 2) · ε · Σ|terms|`, with `Σ|terms|` computed by the
+/// reference kernel on absolute values.
+mod fast {
+    use super::super::cpu;
+    use super::*;
+
+    fn rand32(len: usize, seed: &mut u64) -> Vec<f32> {
+        (0..len).map(|_| lcg(seed) as f32).collect()
+    }
+
+    fn abs(v: &[f32]) -> Vec<f32> {
+        v.iter().map(|x| x.abs()).collect()
+    }
+
+    fn close(
+        got: &[f32],
+        want: &[f32],
+        bound: &[f32],
+        terms: usize,
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        let eps = f32::EPSILON as f64 / 2.0;
+        for i in 0..got.len() {
+            let tol = (terms as f64 + 2.0) * eps * bound[i] as f64 + 1e-30;
+            let err = (got[i] as f64 - want[i] as f64).abs();
+            prop_assert!(
+                err <= tol,
+                "{what}[{i}]: fast {} vs reference {} (tolerance {tol:e})",
+                got[i],
+                want[i]
+            );
+        }
+        Ok(())
+    }
+
+    fn check_all(g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
+        let mut s = seed;
+        let (x, w, dy, b) = (
+            rand32(g.input_len(), &mut s),
+            rand32(g.weight_len(), &mut s),
+            rand32(g.output_len_total(), &mut s),
+            rand32(g.c_out, &mut s),
+        );
+        let k = g.c_in * g.kh * g.kw;
+
+        let (mut got, mut want, mut bound) = (
+            vec![f32::NAN; g.output_len_total()],
+            vec![0f32; g.output_len_total()],
+            vec![0f32; g.output_len_total()],
+        );
+        cpu::conv2d_forward(&x, &w, Some(&b), &mut got, g);
+        conv2d_forward(&x, &w, Some(&b), &mut want, g);
+        conv2d_forward(&abs(&x), &abs(&w), Some(&abs(&b)), &mut bound, g);
+        close(&got, &want, &bound, k + 1, &format!("forward {g:?}"))?;
+
+        let (mut got, mut want, mut bound) = (
+            vec![f32::NAN; g.input_len()],
+            vec![0f32; g.input_len()],
+            vec![0f32; g.input_len()],
+        );
+        cpu::conv2d_backward_data(&dy, &w, &mut got, g);
+        conv2d_backward_data(&dy, &w, &mut want, g);
+        conv2d_backward_data(&abs(&dy), &abs(&w), &mut bound, g);
+        close(
+            &got,
+            &want,
+            &bound,
+            g.c_out * g.kh * g.kw,
+            &format!("backward_data {g:?}"),
+        )?;
+
+        let (mut got, mut want, mut bound) = (
+            vec![f32::NAN; g.weight_len()],
+            vec![0f32; g.weight_len()],
+            vec![0f32; g.weight_len()],
+        );
+        cpu::conv2d_backward_weight(&x, &dy, &mut got, g);
+        conv2d_backward_weight(&x, &dy, &mut want, g);
+        conv2d_backward_weight(&abs(&x), &abs(&dy), &mut bound, g);
+        close(
+            &got,
+            &want,
+            &bound,
+            g.n * g.h_out * g.w_out,
+            &format!("backward_weight {g:?}"),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn fast_kernels_match_the_reference(
+            n in 1usize..4, c_in in 1usize..20, c_out in 1usize..37,
+            h in 1usize..12, w in 1usize..12, kh in 1usize..5, kw in 1usize..5,
+            s in 1usize..4, p in 0usize..5, d in 1usize..3, seed in any::<u64>(),
+        ) {
+            let p = p % (kh.min(kw) + 1);
+            let Some(g) = geom(n, c_in, [h, w], c_out, [kh, kw], s, p, d) else { return Ok(()) };
+            check_all(&g, seed)?;
+        }
+
+        #[test]
+        fn whole_input_kernels_are_dense_gemms(n in 1usize..5, c_in in 1usize..40, c_out in 1usize..40, h in 1usize..6, w in 1usize..6, seed in any::<u64>()) {
+            let g = geom(n, c_in, [h, w], c_out, [h, w], 1, 0, 1).unwrap();
+            prop_assert_eq!((g.h_out, g.w_out), (1, 1));
+            check_all(&g, seed)?;
+        }
+    }
+
+    #[test]
+    fn dcgan_shaped_layers() {
+        // Wider than the proptest ranges: channel counts and sizes past the GEMM's tiles.
+        for (n, c_in, hw, c_out, k, s, p) in [
+            (2, 64, 16, 72, 4, 2, 1),
+            (1, 3, 33, 64, 4, 2, 1),
+            (2, 40, 9, 40, 3, 1, 1),
+            (3, 70, 4, 1, 4, 1, 0),
+            // Output rows wider than a micro-panel: the contiguous-run packing path.
+            (1, 5, 40, 7, 3, 1, 1),
+            (2, 3, 70, 5, 1, 1, 0),
+        ] {
+            let g = geom(n, c_in, [hw, hw], c_out, [k, k], s, p, 1).unwrap();
+            check_all(&g, 99).unwrap();
+        }
+    }
+}

@@ -120,69 +120,135 @@ impl PackB for Strided<'_> {
     }
 }
 
-/// Where the product goes: a row-major `m × n` block with row stride `ldc`.
-pub struct OutC<'a> {
-    pub data: &'a mut [f32],
-    pub ldc: usize,
+/// Where the product goes. The micro-kernel writes straight into a dense destination; any
+/// other destination (a convolution's col2im scatter) receives finished tiles.
+pub trait StoreC: Sync {
+    /// A dense row-major destination `(pointer, row stride)` the micro-kernel may write
+    /// directly, if this is one.
+    fn dense(&self) -> Option<(*mut f32, usize)>;
+
+    /// Stores the `hw = [h, w]` tile (row stride `ld`) whose top-left element is `C[i][j]`: written
+    /// over C, or added to it with `add`.
+    ///
+    /// # Safety
+    /// The caller guarantees no other thread stores to the same destination elements at the
+    /// same time (see [`StoreC::splittable`]).
+    unsafe fn store(&self, i: usize, j: usize, tile: &[f32], ld: usize, hw: [usize; 2], add: bool);
+
+    /// Whether threads may own disjoint row (or column) ranges of C. A scatter whose rows
+    /// overlap in memory must say no, and the GEMM then runs on the calling thread.
+    fn splittable(&self) -> bool {
+        true
+    }
 }
 
 /// A raw pointer that may cross threads. Every use writes a region of C no other thread
 /// touches (the ranges handed to the threads are disjoint).
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub struct SendPtr(pub *mut f32);
 // SAFETY: see the type's doc: threads write disjoint parts of the buffer behind it, and the
 // buffer outlives the scope that spawns them.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+/// A dense row-major `m × n` destination with row stride `ldc`, borrowed mutably.
+pub struct DenseC<'a> {
+    ptr: SendPtr,
+    ldc: usize,
+    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> DenseC<'a> {
+    /// Checks `data` covers `m` rows of `n` columns at row stride `ldc`.
+    pub fn new(data: &'a mut [f32], [m, n]: [usize; 2], ldc: usize) -> Self {
+        assert!(ldc >= n, "gemm: ldc {ldc} < n {n}");
+        assert!(
+            m == 0 || n == 0 || data.len() >= (m - 1) * ldc + n,
+            "gemm: C too short"
+        );
+        DenseC {
+            ptr: SendPtr(data.as_mut_ptr()),
+            ldc,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+}
+
+impl StoreC for DenseC<'_> {
+    fn dense(&self) -> Option<(*mut f32, usize)> {
+        Some((self.ptr.0, self.ldc))
+    }
+
+    unsafe fn store(
+        &self,
+        i: usize,
+        j: usize,
+        tile: &[f32],
+        ld: usize,
+        [h, w]: [usize; 2],
+        add: bool,
+    ) {
+        for r in 0..h {
+            // SAFETY: (i + r, j..j + w) lies inside the m × n block checked in `new`; the
+            // caller guarantees exclusive access to it.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(self.ptr.0.add((i + r) * self.ldc + j), w)
+            };
+            let src = &tile[r * ld..r * ld + w];
+            if add {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+}
 
 thread_local! {
     /// Per-thread packing buffers, reused across calls so steady-state GEMMs allocate nothing.
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `C = A·B` (or `C += A·B` with `accumulate`) for an `m × k` A and a `k × n` B (`[m, n, k]`), using the
-/// micro-kernel for `isa`.
+/// `C = A·B` (or `C += A·B` with `accumulate`) for an `m × k` A and a `k × n` B
+/// (`[m, n, k]`), using the micro-kernel for `isa`.
 pub fn gemm_with(
     isa: Isa,
     [m, n, k]: [usize; 3],
     a: &impl PackA,
     b: &impl PackB,
-    c: OutC,
+    c: &impl StoreC,
     accumulate: bool,
 ) {
-    assert!(c.ldc >= n, "gemm: ldc {} < n {n}", c.ldc);
-    assert!(
-        m == 0 || c.data.len() >= (m - 1) * c.ldc + n,
-        "gemm: C too short"
-    );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            for row in c.data.chunks_mut(c.ldc).take(m) {
-                row[..n].fill(0.0);
+            let zeros = vec![0f32; n];
+            for i in 0..m {
+                // SAFETY: the calling thread owns all of C here.
+                unsafe { c.store(i, 0, &zeros, n, [1, n], false) };
             }
         }
         return;
     }
     let kernel = isa.kernel();
-    let ptr = SendPtr(c.data.as_mut_ptr());
-    let ldc = c.ldc;
     let threads = rayon::current_num_threads().max(1);
-    // Split the longer dimension, in whole micro-tiles, one part per thread; tiny problems
-    // run on the calling thread.
-    let work = m * n * k;
-    let parts = if work < 1 << 15 { 1 } else { threads };
+    // Split the longer dimension, in whole micro-tiles, one part per thread; tiny problems,
+    // and destinations that cannot be split, run on the calling thread.
+    let parts = if m * n * k < 1 << 15 || !c.splittable() {
+        1
+    } else {
+        threads
+    };
     let (split_m, unit, len) = if m >= n {
         (true, kernel.mr, m)
     } else {
         (false, kernel.nr, n)
     };
-    let tiles = len.div_ceil(unit);
-    let per = tiles.div_ceil(parts) * unit;
+    let per = len.div_ceil(unit).div_ceil(parts) * unit;
     let ranges: Vec<(usize, usize)> = (0..len)
-        .step_by(per.max(1))
+        .step_by(per)
         .map(|s| (s, (s + per).min(len)))
         .collect();
     let run = |&(s, e): &(usize, usize)| {
@@ -194,13 +260,9 @@ pub fn gemm_with(
         BUFFERS.with(|bufs| {
             let mut bufs = bufs.borrow_mut();
             let (abuf, bbuf) = &mut *bufs;
-            // SAFETY: the rows × cols block of C starting at `ptr` is this task's alone, and
-            // lies inside `c.data` (checked by the asserts above).
-            unsafe {
-                serial(
-                    &kernel, rows, cols, k, a, b, ptr, ldc, accumulate, abuf, bbuf,
-                )
-            };
+            // SAFETY: the rows × cols block of C is this task's alone (ranges are disjoint,
+            // and a destination that is not splittable runs as one task).
+            unsafe { serial(&kernel, rows, cols, k, a, b, c, accumulate, abuf, bbuf) };
         });
     };
     if ranges.len() == 1 {
@@ -211,15 +273,14 @@ pub fn gemm_with(
 }
 
 /// `C = A·B` with the best micro-kernel this CPU supports.
-pub fn gemm([m, n, k]: [usize; 3], a: &impl PackA, b: &impl PackB, c: OutC, accumulate: bool) {
-    gemm_with(Isa::best(), [m, n, k], a, b, c, accumulate)
+pub fn gemm(mnk: [usize; 3], a: &impl PackA, b: &impl PackB, c: &impl StoreC, accumulate: bool) {
+    gemm_with(Isa::best(), mnk, a, b, c, accumulate)
 }
 
 /// The five-loop nest on rows `rows.0..rows.1` and columns `cols.0..cols.1` of C.
 ///
 /// # Safety
-/// `c` must point to a row-major matrix with row stride `ldc` covering the given rows and
-/// columns, which no other thread accesses during the call.
+/// No other thread may store to that block of C during the call.
 #[allow(clippy::too_many_arguments)]
 unsafe fn serial(
     kern: &MicroKernel,
@@ -228,18 +289,16 @@ unsafe fn serial(
     k: usize,
     a: &impl PackA,
     b: &impl PackB,
-    c: SendPtr,
-    ldc: usize,
+    c: &impl StoreC,
     accumulate: bool,
     abuf: &mut Vec<f32>,
     bbuf: &mut Vec<f32>,
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
-    let mc_max = MC.div_ceil(mr) * mr;
-    let nc_max = NC.div_ceil(nr) * nr;
-    abuf.resize(mc_max * KC, 0.0);
-    bbuf.resize(nc_max * KC, 0.0);
-    let mut edge = [0f32; 32 * 32];
+    abuf.resize(MC.div_ceil(mr) * mr * KC, 0.0);
+    bbuf.resize(NC.div_ceil(nr) * nr * KC, 0.0);
+    let mut tile = [0f32; 32 * 32];
+    let dense = c.dense();
     for jc in (cols.0..cols.1).step_by(NC) {
         let nc = NC.min(cols.1 - jc);
         for pc in (0..k).step_by(KC) {
@@ -250,24 +309,25 @@ unsafe fn serial(
                 let mc = MC.min(rows.1 - ic);
                 a.pack_a(ic, mc, pc, kc, mr, abuf);
                 for jr in (0..nc).step_by(nr) {
-                    let bp = bbuf.as_ptr().add(jr * kc);
+                    // SAFETY (pointer arithmetic): offsets stay inside the packed buffers,
+                    // sized above for whole MC × KC and KC × NC blocks.
+                    let bp = unsafe { bbuf.as_ptr().add(jr * kc) };
                     let w = nr.min(nc - jr);
                     for ir in (0..mc).step_by(mr) {
-                        let ap = abuf.as_ptr().add(ir * kc);
+                        let ap = unsafe { abuf.as_ptr().add(ir * kc) };
                         let h = mr.min(mc - ir);
-                        let cp = c.0.add((ic + ir) * ldc + jc + jr);
-                        if h == mr && w == nr {
-                            (kern.run)(kc, ap, bp, cp, ldc, add);
-                        } else {
-                            // Edge tile: full-size product into a buffer, valid part out.
-                            (kern.run)(kc, ap, bp, edge.as_mut_ptr(), nr, false);
-                            for r in 0..h {
-                                for col in 0..w {
-                                    let dst = cp.add(r * ldc + col);
-                                    let v = edge[r * nr + col];
-                                    *dst = if add { *dst + v } else { v };
-                                }
-                            }
+                        let (i, j) = (ic + ir, jc + jr);
+                        match dense {
+                            // A whole tile of a dense C: the micro-kernel writes it in place.
+                            Some((ptr, ldc)) if h == mr && w == nr => unsafe {
+                                (kern.run)(kc, ap, bp, ptr.add(i * ldc + j), ldc, add)
+                            },
+                            // Edge tiles and scattered destinations: compute the whole tile
+                            // into a buffer, then store its valid part.
+                            _ => unsafe {
+                                (kern.run)(kc, ap, bp, tile.as_mut_ptr(), nr, false);
+                                c.store(i, j, &tile, nr, [h, w], add);
+                            },
                         }
                     }
                 }
@@ -306,7 +366,7 @@ pub fn matmul_with(isa: Isa, a: &[f32], b: &[f32], c: &mut [f32], g: &super::Gem
             [g.m, g.n, g.k],
             &a,
             &b,
-            OutC { data: cb, ldc: g.n },
+            &DenseC::new(cb, [g.m, g.n], g.n),
             false,
         );
     };

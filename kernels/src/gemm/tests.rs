@@ -4,7 +4,7 @@
 //! f32, whose worst-case error is `k · ε · Σ|a||b|` (ε = 2⁻²⁴). Each element is held to
 //! `(k + 2) · ε · Σ_p |a_ip · b_pj|`, the classical bound for a length-`k` dot product.
 
-use super::cpu::{gemm_with, matmul_with, OutC, Strided};
+use super::cpu::{gemm_with, matmul_with, DenseC, Strided};
 use super::kernels::Isa;
 use super::reference;
 use super::GemmGeom;
@@ -99,10 +99,7 @@ fn accumulate_adds_to_c_and_k_zero_clears_it() {
             [m, n, k],
             &sa,
             &sb,
-            OutC {
-                data: &mut c,
-                ldc: n,
-            },
+            &DenseC::new(&mut c, [m, n], n),
             true,
         );
         for (got, w) in c.iter().zip(&want) {
@@ -117,10 +114,7 @@ fn accumulate_adds_to_c_and_k_zero_clears_it() {
             [m, n, 0],
             &sa,
             &sb,
-            OutC {
-                data: &mut c,
-                ldc: n,
-            },
+            &DenseC::new(&mut c, [m, n], n),
             false,
         );
         assert!(c.iter().all(|&v| v == 0.0));
@@ -147,7 +141,7 @@ fn writes_only_inside_a_strided_c() {
                 rs: n,
                 cs: 1,
             },
-            OutC { data: &mut c, ldc },
+            &DenseC::new(&mut c, [m, n], ldc),
             false,
         );
         for r in 0..m {
