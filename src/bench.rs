@@ -118,3 +118,237 @@ pub fn peak() -> (Isa, f64) {
     let isa = Isa::best();
     (isa, gantry::kernels::peak::fma_peak_gflops(isa))
 }
+
+/// A benchmarked layer: a convolution, or a transposed convolution run as the adjoint of the
+/// convolution `geom` (its forward is that conv's backward-data).
+pub struct Layer {
+    pub name: &'static str,
+    pub transposed: bool,
+    pub geom: gantry::kernels::conv::Conv2dGeom,
+}
+
+fn layer(
+    name: &'static str,
+    transposed: bool,
+    n: usize,
+    c_in: usize,
+    hw: usize,
+    c_out: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+) -> Layer {
+    use gantry::kernels::conv::Conv2dGeom;
+    // For a transposed layer, (c_in, hw) describe the *convolution* whose adjoint it is:
+    // its input is the transposed layer's output.
+    let geom = Conv2dGeom {
+        n,
+        c_in,
+        h: hw,
+        w: hw,
+        c_out,
+        kh: k,
+        kw: k,
+        stride: [s, s],
+        pad: [p, p],
+        dilation: [1, 1],
+        h_out: 0,
+        w_out: 0,
+    }
+    .with_conv_output()
+    .expect("benchmark geometry is valid");
+    Layer {
+        name,
+        transposed,
+        geom,
+    }
+}
+
+/// The DCGAN 64×64 layers (nz 100, ngf = ndf = 64) at `batch`, and the SRResNet 3×3 body
+/// layer (64→64, 96×96, batch 16).
+pub fn standard_layers(batch: usize) -> Vec<Layer> {
+    let b = batch;
+    vec![
+        // Generator: ConvTranspose2d(in, out, 4, stride, pad), named by the transposed layer.
+        layer("G1 convT 100->512 1->4", true, b, 512, 4, 100, 4, 1, 0),
+        layer("G2 convT 512->256 4->8", true, b, 256, 8, 512, 4, 2, 1),
+        layer("G3 convT 256->128 8->16", true, b, 128, 16, 256, 4, 2, 1),
+        layer("G4 convT 128->64 16->32", true, b, 64, 32, 128, 4, 2, 1),
+        layer("G5 convT 64->3 32->64", true, b, 3, 64, 64, 4, 2, 1),
+        layer("D1 conv 3->64 64->32", false, b, 3, 64, 64, 4, 2, 1),
+        layer("D2 conv 64->128 32->16", false, b, 64, 32, 128, 4, 2, 1),
+        layer("D3 conv 128->256 16->8", false, b, 128, 16, 256, 4, 2, 1),
+        layer("D4 conv 256->512 8->4", false, b, 256, 8, 512, 4, 2, 1),
+        layer("D5 conv 512->1 4->1", false, b, 512, 4, 1, 4, 1, 0),
+        layer("SRResNet conv3x3 64->64 96", false, 16, 64, 96, 64, 3, 1, 1),
+    ]
+}
+
+/// The three conv kernels, as one implementation of them.
+pub struct ConvImpl {
+    pub forward: fn(&[f32], &[f32], &mut [f32], &gantry::kernels::conv::Conv2dGeom),
+    pub backward_data: fn(&[f32], &[f32], &mut [f32], &gantry::kernels::conv::Conv2dGeom),
+    pub backward_weight: fn(&[f32], &[f32], &mut [f32], &gantry::kernels::conv::Conv2dGeom),
+}
+
+/// gantry's implicit-GEMM kernels.
+pub const GANTRY: ConvImpl = ConvImpl {
+    forward: |x, w, y, g| gantry::kernels::conv::cpu::conv2d_forward(x, w, None, y, g),
+    backward_data: gantry::kernels::conv::cpu::conv2d_backward_data,
+    backward_weight: gantry::kernels::conv::cpu::conv2d_backward_weight,
+};
+
+/// The baseline: a materialised im2col matrix per image and ndarray's `dot` (matrixmultiply),
+/// the approach of most small frameworks.
+pub const IM2COL_NDARRAY: ConvImpl = ConvImpl {
+    forward: im2col_baseline::forward,
+    backward_data: im2col_baseline::backward_data,
+    backward_weight: im2col_baseline::backward_weight,
+};
+
+mod im2col_baseline {
+    use gantry::kernels::conv::Conv2dGeom;
+    use ndarray::{Array2, ArrayView2};
+
+    fn col(x: &[f32], g: &Conv2dGeom) -> Array2<f32> {
+        let (k, p) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out);
+        let mut c = Array2::<f32>::zeros((k, p));
+        for ci in 0..g.c_in {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let row = (ci * g.kh + i) * g.kw + j;
+                    for oh in 0..g.h_out {
+                        let Some(ih) = g.input_coord(0, oh, i) else {
+                            continue;
+                        };
+                        for ow in 0..g.w_out {
+                            let Some(iw) = g.input_coord(1, ow, j) else {
+                                continue;
+                            };
+                            c[[row, oh * g.w_out + ow]] = x[(ci * g.h + ih) * g.w + iw];
+                        }
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    pub fn forward(x: &[f32], w: &[f32], y: &mut [f32], g: &Conv2dGeom) {
+        let (k, p) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out);
+        let wm = ArrayView2::from_shape((g.c_out, k), w).expect("weight");
+        for b in 0..g.n {
+            let out = wm.dot(&col(&x[b * g.c_in * g.h * g.w..], g));
+            y[b * g.c_out * p..(b + 1) * g.c_out * p]
+                .copy_from_slice(out.as_slice().expect("standard layout"));
+        }
+    }
+
+    pub fn backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+        let (k, p) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out);
+        let wt = ArrayView2::from_shape((g.c_out, k), w)
+            .expect("weight")
+            .reversed_axes();
+        dx.fill(0.0);
+        for b in 0..g.n {
+            let dyb =
+                ArrayView2::from_shape((g.c_out, p), &dy[b * g.c_out * p..(b + 1) * g.c_out * p])
+                    .expect("dy");
+            let dcol = wt.dot(&dyb);
+            let dxb = &mut dx[b * g.c_in * g.h * g.w..];
+            for ci in 0..g.c_in {
+                for i in 0..g.kh {
+                    for j in 0..g.kw {
+                        let row = (ci * g.kh + i) * g.kw + j;
+                        for oh in 0..g.h_out {
+                            let Some(ih) = g.input_coord(0, oh, i) else {
+                                continue;
+                            };
+                            for ow in 0..g.w_out {
+                                let Some(iw) = g.input_coord(1, ow, j) else {
+                                    continue;
+                                };
+                                dxb[(ci * g.h + ih) * g.w + iw] += dcol[[row, oh * g.w_out + ow]];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
+        let (k, p) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out);
+        let mut acc = Array2::<f32>::zeros((g.c_out, k));
+        for b in 0..g.n {
+            let dyb =
+                ArrayView2::from_shape((g.c_out, p), &dy[b * g.c_out * p..(b + 1) * g.c_out * p])
+                    .expect("dy");
+            acc += &dyb.dot(&col(&x[b * g.c_in * g.h * g.w..], g).t());
+        }
+        dw.copy_from_slice(acc.as_slice().expect("standard layout"));
+    }
+}
+
+/// Times one layer's forward (`fwd`) and forward + both backward passes (`fwd_bwd`).
+fn time_layer(imp: &ConvImpl, l: &Layer) -> (f64, f64) {
+    let g = &l.geom;
+    let (x, w, dy) = (
+        filled(g.input_len()),
+        filled(g.weight_len()),
+        filled(g.output_len_total()),
+    );
+    let (mut y, mut dx, mut dw) = (
+        vec![0f32; g.output_len_total()],
+        vec![0f32; g.input_len()],
+        vec![0f32; g.weight_len()],
+    );
+    // A transposed layer's forward is the conv's backward-data; its input gradient the conv's
+    // forward; its weight gradient the conv's backward-weight with the roles swapped.
+    let fwd = |y: &mut [f32], dx: &mut [f32]| {
+        if l.transposed {
+            (imp.backward_data)(&dy, &w, dx, g)
+        } else {
+            (imp.forward)(&x, &w, y, g)
+        }
+    };
+    let fwd_ms = median_ms(3, || fwd(&mut y, &mut dx));
+    let all_ms = median_ms(3, || {
+        fwd(&mut y, &mut dx);
+        if l.transposed {
+            (imp.forward)(&x, &w, &mut y, g);
+            (imp.backward_weight)(&x, &dy, &mut dw, g);
+        } else {
+            (imp.backward_data)(&dy, &w, &mut dx, g);
+            (imp.backward_weight)(&x, &dy, &mut dw, g);
+        }
+    });
+    (fwd_ms, all_ms)
+}
+
+/// Every standard layer, gantry vs the im2col + ndarray baseline.
+pub fn conv(batch: usize, threads: usize, peak: f64, layers: Option<&str>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for l in standard_layers(batch) {
+        if layers.is_some_and(|f| !l.name.contains(f)) {
+            continue;
+        }
+        let (fwd, all) = time_layer(&GANTRY, &l);
+        let (bfwd, ball) = time_layer(&IM2COL_NDARRAY, &l);
+        let flops = l.geom.flops();
+        for (pass, ms, base, mult) in [("fwd", fwd, bfwd, 1.0), ("fwd_bwd", all, ball, 3.0)] {
+            rows.push(Row {
+                bench: "conv",
+                layer: l.name.to_string(),
+                pass,
+                threads,
+                ms,
+                flops: flops * mult,
+                peak_gflops: peak,
+                baseline: "im2col+ndarray",
+                baseline_ms: base,
+            });
+        }
+    }
+    rows
+}

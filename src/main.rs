@@ -36,6 +36,12 @@ enum Command {
         /// GEMM sizes (n for n×n×n), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "256,512,1024,2048")]
         sizes: Vec<usize>,
+        /// Batch size of the DCGAN conv layers.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Only the conv layers whose name contains this text.
+        #[arg(long)]
+        layer: Option<String>,
     },
 }
 
@@ -43,6 +49,8 @@ enum Command {
 enum BenchWhat {
     /// Square f32 GEMMs: gantry vs ndarray's dot.
     Gemm,
+    /// The DCGAN and SRResNet conv layers: gantry vs im2col + ndarray.
+    Conv,
 }
 
 fn main() -> ExitCode {
@@ -58,7 +66,9 @@ fn main() -> ExitCode {
             threads,
             json,
             sizes,
-        } => run_bench(what, threads, json, &sizes),
+            batch_size,
+            layer,
+        } => run_bench(what, threads, json, &sizes, batch_size, layer.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,6 +84,8 @@ fn run_bench(
     threads: Option<usize>,
     json: bool,
     sizes: &[usize],
+    batch: usize,
+    layer: Option<&str>,
 ) -> gantry::Result<()> {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -90,6 +102,7 @@ fn run_bench(
         }
         let rows = match what {
             BenchWhat::Gemm => bench::gemm(sizes, threads, peak),
+            BenchWhat::Conv => bench::conv(batch, threads, peak, layer),
         };
         if json {
             let body: Vec<String> = rows.iter().map(|r| r.json()).collect();

@@ -7,13 +7,14 @@
 //!
 //! | pass            | GEMM                                   | shape (m × n × k)       | threads        |
 //! |-----------------|----------------------------------------|-------------------------|----------------|
-//! | forward         | `Y[b] = W · X̂[b]`                      | c_out × P × K           | over images    |
-//! | backward-data   | `dX̂[b] = Wᵀ · dY[b]`, col2im on store  | K × P × c_out           | over images    |
+//! | forward         | `Y = W · X̂`                            | c_out × (n·P) × K       | image groups   |
+//! | backward-data   | `dX̂ = Wᵀ · dY`, col2im on store        | K × (n·P) × c_out       | image groups   |
 //! | backward-weight | `dW = Σ_b dY[b] · X̂[b]ᵀ` as one GEMM   | c_out × K × (n·P)       | inside the GEMM|
 //!
-//! `W` is the weight viewed as `c_out × K`. Backward-weight folds the batch into the GEMM's
-//! inner dimension (columns `(b, p)`), so it is one large GEMM with no reduction across
-//! threads. When the kernel covers the whole (unpadded) input, so the output is 1×1 (the
+//! `W` is the weight viewed as `c_out × K`. The batch is folded into the GEMMs: forward and
+//! backward-data put the images of a group side by side as columns `(b, p)` (one group per
+//! thread), which keeps the GEMM wide even for 4×4 outputs; backward-weight puts the whole
+//! batch in the inner dimension, one large GEMM with no reduction across threads. When the kernel covers the whole (unpadded) input, so the output is 1×1 (the
 //! DCGAN discriminator's last layer, and the generator's first layer run as its transpose),
 //! every pass is a plain dense GEMM over the batch instead.
 //!
@@ -36,7 +37,8 @@ fn coord(o: usize, k: usize, stride: usize, dilation: usize, pad: usize) -> isiz
     (o * stride + k * dilation) as isize - pad as isize
 }
 
-/// The virtual im2col matrix `X̂` (`K × P`) of one image, as a GEMM right operand.
+/// The virtual im2col matrix of a group of images side by side, `K × (n·P)` (column
+/// `(b, p)`), as a GEMM right operand. `x` starts at the group's first image.
 struct Im2col<'a> {
     x: &'a [f32],
     g: &'a Conv2dGeom,
@@ -45,46 +47,137 @@ struct Im2col<'a> {
 impl PackB for Im2col<'_> {
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
         let g = self.g;
-        let (mut oh, mut ow) = ([0usize; 64], [0usize; 64]);
+        let (plane_in, plane_out, taps) = (g.h * g.w, g.h_out * g.w_out, g.kh * g.kw);
+        // For each of the panel's columns and each spatial tap (i, j): where in a channel
+        // plane that tap reads, or -1 in the padding. The same table serves every channel.
+        let mut table = vec![-1isize; taps * nr];
+        let mut image = [0usize; 64];
         for (q, panel) in dst
             .chunks_exact_mut(kc * nr)
             .take(nc.div_ceil(nr))
             .enumerate()
         {
             let cols = nr.min(nc - q * nr);
+            table.fill(-1);
             for c in 0..cols {
-                let j = j0 + q * nr + c;
-                (oh[c], ow[c]) = (j / g.w_out, j % g.w_out);
-            }
-            // A full panel inside one output row at stride 1 reads one contiguous input run.
-            let one_run = cols == nr && oh[0] == oh[cols - 1] && g.stride[1] == 1;
-            for p in 0..kc {
-                let (ci, i, j) = tap(g, p0 + p);
-                let plane = &self.x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-                let out = &mut panel[p * nr..(p + 1) * nr];
-                let ih0 = coord(oh[0], i, g.stride[0], g.dilation[0], g.pad[0]);
-                let iw0 = coord(ow[0], j, 1, g.dilation[1], g.pad[1]);
-                if one_run
-                    && ih0 >= 0
-                    && (ih0 as usize) < g.h
-                    && iw0 >= 0
-                    && iw0 as usize + nr <= g.w
-                {
-                    let start = ih0 as usize * g.w + iw0 as usize;
-                    out.copy_from_slice(&plane[start..start + nr]);
-                    continue;
-                }
-                for (c, o) in out.iter_mut().enumerate() {
-                    *o = 0.0;
-                    if c < cols {
-                        let ih = coord(oh[c], i, g.stride[0], g.dilation[0], g.pad[0]);
-                        let iw = coord(ow[c], j, g.stride[1], g.dilation[1], g.pad[1]);
+                let col = j0 + q * nr + c;
+                let (b, pix) = (col / plane_out, col % plane_out);
+                image[c] = b * g.c_in * plane_in;
+                let (oh, ow) = (pix / g.w_out, pix % g.w_out);
+                for i in 0..g.kh {
+                    let ih = coord(oh, i, g.stride[0], g.dilation[0], g.pad[0]);
+                    for j in 0..g.kw {
+                        let iw = coord(ow, j, g.stride[1], g.dilation[1], g.pad[1]);
                         if ih >= 0 && (ih as usize) < g.h && iw >= 0 && (iw as usize) < g.w {
-                            *o = plane[ih as usize * g.w + iw as usize];
+                            table[(i * g.kw + j) * nr + c] = ih * g.w as isize + iw;
                         }
                     }
                 }
             }
+            for p in 0..kc {
+                let kk = p0 + p;
+                let (ci, t) = (kk / taps, kk % taps);
+                let offsets = &table[t * nr..(t + 1) * nr];
+                let out = &mut panel[p * nr..(p + 1) * nr];
+                for c in 0..nr {
+                    let off = offsets[c];
+                    out[c] = if off >= 0 {
+                        self.x[image[c] + ci * plane_in + off as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The output gradient of a group of images as a `c_out × (n·P)` matrix (column `(b, p)`),
+/// the right operand of backward-data. `dy` starts at the group's first image.
+struct BatchedCols<'a> {
+    dy: &'a [f32],
+    g: &'a Conv2dGeom,
+}
+
+impl PackB for BatchedCols<'_> {
+    fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        let g = self.g;
+        let plane_out = g.h_out * g.w_out;
+        // Column (b, p) of row co is dy[(b·c_out + co)·P + p] = base[c] + co·P.
+        let mut base = [usize::MAX; 64];
+        for (q, panel) in dst
+            .chunks_exact_mut(kc * nr)
+            .take(nc.div_ceil(nr))
+            .enumerate()
+        {
+            let cols = nr.min(nc - q * nr);
+            for (c, b) in base.iter_mut().enumerate().take(nr) {
+                let col = j0 + q * nr + c;
+                *b = if c < cols {
+                    (col / plane_out) * g.c_out * plane_out + col % plane_out
+                } else {
+                    usize::MAX
+                };
+            }
+            for p in 0..kc {
+                let row = (p0 + p) * plane_out;
+                let out = &mut panel[p * nr..(p + 1) * nr];
+                for c in 0..nr {
+                    out[c] = if base[c] != usize::MAX {
+                        self.dy[base[c] + row]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// A group of output images as a `c_out × (n·P)` GEMM destination (column `(b, p)`): row
+/// `co` of image `b` is contiguous in NCHW. `y` starts at the group's first image.
+struct BatchedOut<'a> {
+    y: SendPtr,
+    g: &'a Conv2dGeom,
+}
+
+impl StoreC for BatchedOut<'_> {
+    fn dense(&self) -> Option<(*mut f32, usize)> {
+        None
+    }
+
+    unsafe fn store(
+        &self,
+        i: usize,
+        j: usize,
+        tile: &[f32],
+        ld: usize,
+        [h, w]: [usize; 2],
+        add: bool,
+    ) {
+        let (c_out, plane) = (self.g.c_out, self.g.h_out * self.g.w_out);
+        // Split the tile's columns into runs that stay within one image.
+        let mut c = 0;
+        while c < w {
+            let (b, pix) = ((j + c) / plane, (j + c) % plane);
+            let run = (plane - pix).min(w - c);
+            for r in 0..h {
+                // SAFETY: (image b, channel i + r, pixels pix..pix + run) lies inside the
+                // group's outputs; threads own disjoint row or column ranges of C.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        self.y.0.add((b * c_out + i + r) * plane + pix),
+                        run,
+                    )
+                };
+                let src = &tile[r * ld + c..r * ld + c + run];
+                if add {
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                } else {
+                    dst.copy_from_slice(src);
+                }
+            }
+            c += run;
         }
     }
 }
@@ -99,33 +192,45 @@ struct Im2colT<'a> {
 impl PackB for Im2colT<'_> {
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
         let g = self.g;
-        let plane_out = g.h_out * g.w_out;
-        let mut taps = [(0usize, 0usize, 0usize); 64];
+        let (plane_in, plane_out) = (g.h * g.w, g.h_out * g.w_out);
+        // Column kk = (ci, i, j) reads input row oh·s + (i·d − pad) and column ow·s + (j·d − pad)
+        // of channel ci: keep the per-column parts, and add the per-row part below.
+        let (mut dh, mut dw, mut chan) = ([0isize; 64], [0isize; 64], [usize::MAX; 64]);
         for (q, panel) in dst
             .chunks_exact_mut(kc * nr)
             .take(nc.div_ceil(nr))
             .enumerate()
         {
             let cols = nr.min(nc - q * nr);
-            for (c, t) in taps.iter_mut().enumerate().take(cols) {
-                *t = tap(g, j0 + q * nr + c);
+            for c in 0..nr {
+                if c < cols {
+                    let (ci, i, j) = tap(g, j0 + q * nr + c);
+                    dh[c] = (i * g.dilation[0]) as isize - g.pad[0] as isize;
+                    dw[c] = (j * g.dilation[1]) as isize - g.pad[1] as isize;
+                    chan[c] = ci * plane_in;
+                } else {
+                    chan[c] = usize::MAX;
+                }
             }
             for p in 0..kc {
                 let row = p0 + p;
                 let (b, pix) = (row / plane_out, row % plane_out);
-                let (oh, ow) = (pix / g.w_out, pix % g.w_out);
-                let image = &self.x[b * g.c_in * g.h * g.w..(b + 1) * g.c_in * g.h * g.w];
+                let ih0 = ((pix / g.w_out) * g.stride[0]) as isize;
+                let iw0 = ((pix % g.w_out) * g.stride[1]) as isize;
+                let image = &self.x[b * g.c_in * plane_in..(b + 1) * g.c_in * plane_in];
                 let out = &mut panel[p * nr..(p + 1) * nr];
-                for (c, o) in out.iter_mut().enumerate() {
-                    *o = 0.0;
-                    if c < cols {
-                        let (ci, i, j) = taps[c];
-                        let ih = coord(oh, i, g.stride[0], g.dilation[0], g.pad[0]);
-                        let iw = coord(ow, j, g.stride[1], g.dilation[1], g.pad[1]);
-                        if ih >= 0 && (ih as usize) < g.h && iw >= 0 && (iw as usize) < g.w {
-                            *o = image[(ci * g.h + ih as usize) * g.w + iw as usize];
-                        }
-                    }
+                for c in 0..nr {
+                    let (ih, iw) = (ih0 + dh[c], iw0 + dw[c]);
+                    let inside = chan[c] != usize::MAX
+                        && ih >= 0
+                        && (ih as usize) < g.h
+                        && iw >= 0
+                        && (iw as usize) < g.w;
+                    out[c] = if inside {
+                        image[chan[c] + ih as usize * g.w + iw as usize]
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -165,9 +270,10 @@ impl PackA for BatchedRows<'_> {
     }
 }
 
-/// Col2im as a GEMM destination: tile element `(kk, p)` of `dX̂` is added to the input pixel
-/// that tap `kk` of output pixel `p` reads. Different taps hit the same pixel, so the GEMM
-/// must not split across threads ([`StoreC::splittable`] is false).
+/// Col2im as a GEMM destination over a group of images: tile element `(kk, (b, p))` of
+/// `dX̂` is added to the input pixel of image `b` that tap `kk` of output pixel `p` reads.
+/// Different taps hit the same pixel, so the GEMM must not split across threads
+/// ([`StoreC::splittable`] is false); parallelism comes from independent image groups.
 struct Col2im<'a> {
     dx: SendPtr,
     g: &'a Conv2dGeom,
@@ -187,21 +293,26 @@ impl StoreC for Col2im<'_> {
         [h, w]: [usize; 2],
         _add: bool,
     ) {
-        // Every partial product adds into the (zeroed) image, whichever K block it is from.
+        // Every partial product adds into the (zeroed) gradient, whichever K block it is from.
         let g = self.g;
+        let (plane_in, plane_out) = (g.h * g.w, g.h_out * g.w_out);
+        let (mut base, mut ih0, mut iw0) = ([0usize; 64], [0isize; 64], [0isize; 64]);
+        for c in 0..w {
+            let (b, pix) = ((j + c) / plane_out, (j + c) % plane_out);
+            base[c] = b * g.c_in * plane_in;
+            ih0[c] = ((pix / g.w_out) * g.stride[0]) as isize - g.pad[0] as isize;
+            iw0[c] = ((pix % g.w_out) * g.stride[1]) as isize - g.pad[1] as isize;
+        }
         for r in 0..h {
             let (ci, ki, kj) = tap(g, i + r);
+            let (dh, dw) = ((ki * g.dilation[0]) as isize, (kj * g.dilation[1]) as isize);
             for c in 0..w {
-                let pix = j + c;
-                let ih = coord(pix / g.w_out, ki, g.stride[0], g.dilation[0], g.pad[0]);
-                let iw = coord(pix % g.w_out, kj, g.stride[1], g.dilation[1], g.pad[1]);
+                let (ih, iw) = (ih0[c] + dh, iw0[c] + dw);
                 if ih >= 0 && (ih as usize) < g.h && iw >= 0 && (iw as usize) < g.w {
-                    // SAFETY: the index lies inside this image's c_in × h × w gradient, which
-                    // only this (non-split) GEMM writes.
-                    unsafe {
-                        *self.dx.0.add((ci * g.h + ih as usize) * g.w + iw as usize) +=
-                            tile[r * ld + c]
-                    };
+                    let at = base[c] + ci * plane_in + ih as usize * g.w + iw as usize;
+                    // SAFETY: `at` lies inside the group's input gradient, which only this
+                    // (non-split) GEMM writes.
+                    unsafe { *self.dx.0.add(at) += tile[r * ld + c] };
                 }
             }
         }
@@ -256,27 +367,34 @@ pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32],
         );
         return;
     }
-    let image = g.c_in * g.h * g.w;
-    y.par_chunks_mut(g.c_out * plane)
+    // Images in groups, one GEMM per group: the columns of several images side by side
+    // make a wide GEMM even when each image has few output pixels (DCGAN's 4×4 layers).
+    let (image, out_image) = (g.c_in * g.h * g.w, g.c_out * plane);
+    let per = group_size(g.n);
+    y.par_chunks_mut(per * out_image)
         .enumerate()
-        .for_each(|(bi, yb)| {
+        .for_each(|(gi, yg)| {
+            let nb = yg.len() / out_image;
             let a = Strided {
                 data: w,
                 rs: k,
                 cs: 1,
             };
             let b = Im2col {
-                x: &x[bi * image..(bi + 1) * image],
+                x: &x[gi * per * image..],
                 g,
             };
-            gemm(
-                [g.c_out, plane, k],
-                &a,
-                &b,
-                &DenseC::new(yb, [g.c_out, plane], plane),
-                true,
-            );
+            let c = BatchedOut {
+                y: SendPtr(yg.as_mut_ptr()),
+                g,
+            };
+            gemm([g.c_out, nb * plane, k], &a, &b, &c, true);
         });
+}
+
+/// Images per GEMM: the batch split evenly over the threads.
+fn group_size(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
 /// Gradient w.r.t. the input (see the module table); `dx` is overwritten.
@@ -322,25 +440,28 @@ pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeo
         return;
     }
     dx.fill(0.0);
-    let image = g.c_in * g.h * g.w;
-    dx.par_chunks_mut(image).enumerate().for_each(|(bi, dxb)| {
-        // dX̂ (K × P) = Wᵀ (K × c_out) · dY[b] (c_out × P), scattered by col2im.
-        let a = Strided {
-            data: w,
-            rs: 1,
-            cs: k,
-        };
-        let b = Strided {
-            data: &dy[bi * g.c_out * plane..(bi + 1) * g.c_out * plane],
-            rs: plane,
-            cs: 1,
-        };
-        let sink = Col2im {
-            dx: SendPtr(dxb.as_mut_ptr()),
-            g,
-        };
-        gemm([k, plane, g.c_out], &a, &b, &sink, true);
-    });
+    let (image, out_image) = (g.c_in * g.h * g.w, g.c_out * plane);
+    let per = group_size(g.n);
+    dx.par_chunks_mut(per * image)
+        .enumerate()
+        .for_each(|(gi, dxg)| {
+            // dX̂ (K × nb·P) = Wᵀ (K × c_out) · dY (c_out × nb·P), scattered by col2im.
+            let nb = dxg.len() / image;
+            let a = Strided {
+                data: w,
+                rs: 1,
+                cs: k,
+            };
+            let b = BatchedCols {
+                dy: &dy[gi * per * out_image..],
+                g,
+            };
+            let sink = Col2im {
+                dx: SendPtr(dxg.as_mut_ptr()),
+                g,
+            };
+            gemm([k, nb * plane, g.c_out], &a, &b, &sink, true);
+        });
 }
 
 /// Gradient w.r.t. the weight (see the module table); `dw` is overwritten.
