@@ -127,6 +127,7 @@ pub struct Layer {
     pub geom: gantry::kernels::conv::Conv2dGeom,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn layer(
     name: &'static str,
     transposed: bool,
