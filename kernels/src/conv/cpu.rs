@@ -51,6 +51,7 @@ impl PackB for Im2col<'_> {
         // For each of the panel's columns and each spatial tap (i, j): where in a channel
         // plane that tap reads, or -1 in the padding. The same table serves every channel.
         let mut table = vec![-1isize; taps * nr];
+        let mut runs = vec![false; taps];
         let mut image = [0usize; 64];
         for (q, panel) in dst
             .chunks_exact_mut(kc * nr)
@@ -74,11 +75,25 @@ impl PackB for Im2col<'_> {
                     }
                 }
             }
+            // Taps whose panel reads one contiguous input run (stride 1, inside the image,
+            // within one output row): those rows of the panel are a plain copy.
+            for (t, run) in runs.iter_mut().enumerate() {
+                let o = &table[t * nr..(t + 1) * nr];
+                *run = cols == nr
+                    && image[0] == image[nr - 1]
+                    && o[0] >= 0
+                    && o.iter().enumerate().all(|(c, &v)| v == o[0] + c as isize);
+            }
             for p in 0..kc {
                 let kk = p0 + p;
                 let (ci, t) = (kk / taps, kk % taps);
                 let offsets = &table[t * nr..(t + 1) * nr];
                 let out = &mut panel[p * nr..(p + 1) * nr];
+                if runs[t] {
+                    let start = image[0] + ci * plane_in + offsets[0] as usize;
+                    out.copy_from_slice(&self.x[start..start + nr]);
+                    continue;
+                }
                 for c in 0..nr {
                     let off = offsets[c];
                     out[c] = if off >= 0 {
@@ -182,94 +197,6 @@ impl StoreC for BatchedOut<'_> {
     }
 }
 
-/// `X̂ᵀ` over the whole batch (`(n·P) × K`, row `(b, p)`), the right operand of
-/// backward-weight.
-struct Im2colT<'a> {
-    x: &'a [f32],
-    g: &'a Conv2dGeom,
-}
-
-impl PackB for Im2colT<'_> {
-    fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
-        let g = self.g;
-        let (plane_in, plane_out) = (g.h * g.w, g.h_out * g.w_out);
-        // Column kk = (ci, i, j) reads input row oh·s + (i·d − pad) and column ow·s + (j·d − pad)
-        // of channel ci: keep the per-column parts, and add the per-row part below.
-        let (mut dh, mut dw, mut chan) = ([0isize; 64], [0isize; 64], [usize::MAX; 64]);
-        for (q, panel) in dst
-            .chunks_exact_mut(kc * nr)
-            .take(nc.div_ceil(nr))
-            .enumerate()
-        {
-            let cols = nr.min(nc - q * nr);
-            for c in 0..nr {
-                if c < cols {
-                    let (ci, i, j) = tap(g, j0 + q * nr + c);
-                    dh[c] = (i * g.dilation[0]) as isize - g.pad[0] as isize;
-                    dw[c] = (j * g.dilation[1]) as isize - g.pad[1] as isize;
-                    chan[c] = ci * plane_in;
-                } else {
-                    chan[c] = usize::MAX;
-                }
-            }
-            for p in 0..kc {
-                let row = p0 + p;
-                let (b, pix) = (row / plane_out, row % plane_out);
-                let ih0 = ((pix / g.w_out) * g.stride[0]) as isize;
-                let iw0 = ((pix % g.w_out) * g.stride[1]) as isize;
-                let image = &self.x[b * g.c_in * plane_in..(b + 1) * g.c_in * plane_in];
-                let out = &mut panel[p * nr..(p + 1) * nr];
-                for c in 0..nr {
-                    let (ih, iw) = (ih0 + dh[c], iw0 + dw[c]);
-                    let inside = chan[c] != usize::MAX
-                        && ih >= 0
-                        && (ih as usize) < g.h
-                        && iw >= 0
-                        && (iw as usize) < g.w;
-                    out[c] = if inside {
-                        image[chan[c] + ih as usize * g.w + iw as usize]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
-    }
-}
-
-/// The output gradient of the whole batch as a `c_out × (n·P)` matrix (column `(b, p)`), the
-/// left operand of backward-weight.
-struct BatchedRows<'a> {
-    dy: &'a [f32],
-    g: &'a Conv2dGeom,
-}
-
-impl PackA for BatchedRows<'_> {
-    fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
-        let g = self.g;
-        let plane_out = g.h_out * g.w_out;
-        for (q, panel) in dst
-            .chunks_exact_mut(kc * mr)
-            .take(mc.div_ceil(mr))
-            .enumerate()
-        {
-            let rows = mr.min(mc - q * mr);
-            for p in 0..kc {
-                let (b, pix) = ((p0 + p) / plane_out, (p0 + p) % plane_out);
-                let out = &mut panel[p * mr..(p + 1) * mr];
-                for (r, o) in out.iter_mut().enumerate() {
-                    let co = i0 + q * mr + r;
-                    *o = if r < rows {
-                        self.dy[(b * g.c_out + co) * plane_out + pix]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
-    }
-}
-
 /// Col2im as a GEMM destination over a group of images: tile element `(kk, (b, p))` of
 /// `dX̂` is added to the input pixel of image `b` that tap `kk` of output pixel `p` reads.
 /// Different taps hit the same pixel, so the GEMM must not split across threads
@@ -320,6 +247,161 @@ impl StoreC for Col2im<'_> {
 
     fn splittable(&self) -> bool {
         false
+    }
+}
+
+/// Writes `len` consecutive values of row `kk` of the batch's im2col matrix `X̂` (columns
+/// `(b, p)` from `col0`) to `out[0], out[step], out[2·step], …`. Columns are walked in runs
+/// that stay in one output row of one image; in a run, the tap reads one input row at a
+/// fixed stride, so the valid part is a strided copy with no per-element bounds checks.
+fn im2col_row(
+    x: &[f32],
+    g: &Conv2dGeom,
+    kk: usize,
+    col0: usize,
+    len: usize,
+    out: &mut [f32],
+    step: usize,
+) {
+    let (ci, ki, kj) = tap(g, kk);
+    let (plane_in, plane_out) = (g.h * g.w, g.h_out * g.w_out);
+    let sw = g.stride[1] as isize;
+    let mut c = 0;
+    while c < len {
+        let (b, pix) = ((col0 + c) / plane_out, (col0 + c) % plane_out);
+        let (oh, ow0) = (pix / g.w_out, pix % g.w_out);
+        let run = (g.w_out - ow0).min(len - c);
+        let ih = coord(oh, ki, g.stride[0], g.dilation[0], g.pad[0]);
+        let iw0 = coord(ow0, kj, g.stride[1], g.dilation[1], g.pad[1]);
+        // Valid positions e in lo..hi satisfy 0 <= iw0 + e·sw < w.
+        let (lo, hi) = if ih < 0 || ih as usize >= g.h {
+            (0, 0)
+        } else {
+            let lo = if iw0 >= 0 {
+                0
+            } else {
+                ((-iw0 + sw - 1) / sw) as usize
+            };
+            let hi = if iw0 >= g.w as isize {
+                0
+            } else {
+                ((g.w as isize - iw0 + sw - 1) / sw) as usize
+            };
+            (lo.min(run), hi.min(run).max(lo.min(run)))
+        };
+        for e in (0..lo).chain(hi..run) {
+            out[(c + e) * step] = 0.0;
+        }
+        if lo < hi {
+            let row = (b * g.c_in + ci) * plane_in + ih as usize * g.w;
+            let start = (iw0 + lo as isize * sw) as usize;
+            for (e, v) in (lo..hi).zip(x[row + start..].iter().step_by(sw as usize)) {
+                out[(c + e) * step] = *v;
+            }
+        }
+        c += run;
+    }
+}
+
+/// `X̂` of the whole batch (`K × (n·P)`) as a GEMM *left* operand: the backward-weight GEMM
+/// run transposed (`dWᵀ = X̂ · dYᵀ`), so its packing reads input rows in order.
+struct Im2colRows<'a> {
+    x: &'a [f32],
+    g: &'a Conv2dGeom,
+}
+
+impl PackA for Im2colRows<'_> {
+    fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+        for (q, panel) in dst
+            .chunks_exact_mut(kc * mr)
+            .take(mc.div_ceil(mr))
+            .enumerate()
+        {
+            let rows = mr.min(mc - q * mr);
+            for r in 0..mr {
+                if r < rows {
+                    im2col_row(self.x, self.g, i0 + q * mr + r, p0, kc, &mut panel[r..], mr);
+                } else {
+                    panel[r..]
+                        .iter_mut()
+                        .step_by(mr)
+                        .take(kc)
+                        .for_each(|v| *v = 0.0);
+                }
+            }
+        }
+    }
+}
+
+/// `dYᵀ` of the whole batch (`(n·P) × c_out`) as a GEMM right operand.
+struct OutputGradT<'a> {
+    dy: &'a [f32],
+    g: &'a Conv2dGeom,
+}
+
+impl PackB for OutputGradT<'_> {
+    fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        let (c_out, plane) = (self.g.c_out, self.g.h_out * self.g.w_out);
+        for (q, panel) in dst
+            .chunks_exact_mut(kc * nr)
+            .take(nc.div_ceil(nr))
+            .enumerate()
+        {
+            let cols = nr.min(nc - q * nr);
+            for c in 0..nr {
+                let col = panel[c..].iter_mut().step_by(nr).take(kc);
+                if c >= cols {
+                    col.for_each(|v| *v = 0.0);
+                    continue;
+                }
+                // Column co of dYᵀ: rows (b, p) read dy[b][co][p], contiguous within an image.
+                let co = j0 + q * nr + c;
+                let mut row = p0;
+                let mut col = col;
+                while row < p0 + kc {
+                    let (b, pix) = (row / plane, row % plane);
+                    let run = (plane - pix).min(p0 + kc - row);
+                    let src = &self.dy[(b * c_out + co) * plane + pix..][..run];
+                    for (v, s) in col.by_ref().take(run).zip(src) {
+                        *v = *s;
+                    }
+                    row += run;
+                }
+            }
+        }
+    }
+}
+
+/// A row-major `c_out × K` destination written as its transpose: GEMM element `(kk, co)`
+/// lands at `dw[co][kk]`.
+struct TransposedC {
+    dw: SendPtr,
+    k: usize,
+}
+
+impl StoreC for TransposedC {
+    fn dense(&self) -> Option<(*mut f32, usize)> {
+        None
+    }
+
+    unsafe fn store(
+        &self,
+        i: usize,
+        j: usize,
+        tile: &[f32],
+        ld: usize,
+        [h, w]: [usize; 2],
+        add: bool,
+    ) {
+        for c in 0..w {
+            for r in 0..h {
+                // SAFETY: (co = j + c, kk = i + r) is inside the c_out × K weight gradient;
+                // threads own disjoint row or column ranges.
+                let d = unsafe { &mut *self.dw.0.add((j + c) * self.k + i + r) };
+                let v = tile[r * ld + c];
+                *d = if add { *d + v } else { v };
+            }
+        }
     }
 }
 
@@ -439,6 +521,9 @@ pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeo
         );
         return;
     }
+    if let Some((flipped, fg)) = as_forward_conv(w, g) {
+        return conv2d_forward(dy, &flipped, None, dx, &fg);
+    }
     dx.fill(0.0);
     let (image, out_image) = (g.c_in * g.h * g.w, g.c_out * plane);
     let per = group_size(g.n);
@@ -464,6 +549,42 @@ pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeo
         });
 }
 
+/// At stride 1, the input gradient is itself a convolution: of `dy` with the kernel flipped
+/// in both spatial axes and its channel axes swapped, padded by `dilation·(k − 1) − pad`.
+/// Running it through the forward path avoids the col2im scatter. Returns that kernel and
+/// geometry, or `None` when the stride is not 1 (or the padding exceeds the kernel span).
+fn as_forward_conv(w: &[f32], g: &Conv2dGeom) -> Option<(Vec<f32>, Conv2dGeom)> {
+    if g.stride != [1, 1] {
+        return None;
+    }
+    let pad_h = (g.dilation[0] * (g.kh - 1)).checked_sub(g.pad[0])?;
+    let pad_w = (g.dilation[1] * (g.kw - 1)).checked_sub(g.pad[1])?;
+    let fg = Conv2dGeom {
+        n: g.n,
+        c_in: g.c_out,
+        h: g.h_out,
+        w: g.w_out,
+        c_out: g.c_in,
+        pad: [pad_h, pad_w],
+        h_out: g.h,
+        w_out: g.w,
+        ..*g
+    };
+    let mut flipped = vec![0f32; w.len()];
+    for co in 0..g.c_out {
+        for ci in 0..g.c_in {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    flipped
+                        [((ci * g.c_out + co) * g.kh + (g.kh - 1 - i)) * g.kw + (g.kw - 1 - j)] =
+                        w[((co * g.c_in + ci) * g.kh + i) * g.kw + j];
+                }
+            }
+        }
+    }
+    Some((flipped, fg))
+}
+
 /// Gradient w.r.t. the weight (see the module table); `dw` is overwritten.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
     assert_eq!(
@@ -485,9 +606,9 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dG
     if dw.is_empty() {
         return;
     }
-    let c = DenseC::new(dw, [g.c_out, k], k);
     if whole_input(g) {
         // dW (c_out × K) = dYᵀ (c_out × n) · X (n × K).
+        let c = DenseC::new(dw, [g.c_out, k], k);
         let a = Strided {
             data: dy,
             rs: 1,
@@ -501,11 +622,16 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dG
         gemm([g.c_out, k, g.n], &a, &b, &c, false);
         return;
     }
+    // dWᵀ (K × c_out) = X̂ (K × n·P) · dYᵀ (n·P × c_out), stored transposed.
+    let sink = TransposedC {
+        dw: SendPtr(dw.as_mut_ptr()),
+        k,
+    };
     gemm(
-        [g.c_out, k, g.n * plane],
-        &BatchedRows { dy, g },
-        &Im2colT { x, g },
-        &c,
+        [k, g.c_out, g.n * plane],
+        &Im2colRows { x, g },
+        &OutputGradT { dy, g },
+        &sink,
         false,
     );
 }
