@@ -21,7 +21,7 @@
 //! Layout: the public NCHW layout is used as is; the packing routines absorb the gathering.
 
 use super::Conv2dGeom;
-use crate::gemm::cpu::{gemm, DenseC, PackA, PackB, SendPtr, StoreC, Strided};
+use crate::gemm::cpu::{gemm, write_row, DenseC, PackA, PackB, SendPtr, StoreC, Strided};
 use rayon::prelude::*;
 
 /// Splits kernel-tap index `kk` into `(ci, i, j)`.
@@ -157,10 +157,6 @@ struct BatchedOut<'a> {
 }
 
 impl StoreC for BatchedOut<'_> {
-    fn dense(&self) -> Option<(*mut f32, usize)> {
-        None
-    }
-
     unsafe fn store(
         &self,
         i: usize,
@@ -186,11 +182,7 @@ impl StoreC for BatchedOut<'_> {
                     )
                 };
                 let src = &tile[r * ld + c..r * ld + c + run];
-                if add {
-                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                } else {
-                    dst.copy_from_slice(src);
-                }
+                write_row(dst, src, add);
             }
             c += run;
         }
@@ -207,10 +199,6 @@ struct Col2im<'a> {
 }
 
 impl StoreC for Col2im<'_> {
-    fn dense(&self) -> Option<(*mut f32, usize)> {
-        None
-    }
-
     unsafe fn store(
         &self,
         i: usize,
@@ -380,10 +368,6 @@ struct TransposedC {
 }
 
 impl StoreC for TransposedC {
-    fn dense(&self) -> Option<(*mut f32, usize)> {
-        None
-    }
-
     unsafe fn store(
         &self,
         i: usize,

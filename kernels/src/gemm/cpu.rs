@@ -125,7 +125,9 @@ impl PackB for Strided<'_> {
 pub trait StoreC: Sync {
     /// A dense row-major destination `(pointer, row stride)` the micro-kernel may write
     /// directly, if this is one.
-    fn dense(&self) -> Option<(*mut f32, usize)>;
+    fn dense(&self) -> Option<(*mut f32, usize)> {
+        None
+    }
 
     /// Stores the `hw = [h, w]` tile (row stride `ld`) whose top-left element is `C[i][j]`: written
     /// over C, or added to it with `add`.
@@ -150,6 +152,16 @@ pub struct SendPtr(pub *mut f32);
 // buffer outlives the scope that spawns them.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+/// `dst = src`, or `dst += src` with `add`: how a finished tile row reaches its destination.
+#[inline]
+pub fn write_row(dst: &mut [f32], src: &[f32], add: bool) {
+    if add {
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
 
 /// A dense row-major `m × n` destination with row stride `ldc`, borrowed mutably.
 pub struct DenseC<'a> {
@@ -195,11 +207,7 @@ impl StoreC for DenseC<'_> {
                 std::slice::from_raw_parts_mut(self.ptr.0.add((i + r) * self.ldc + j), w)
             };
             let src = &tile[r * ld..r * ld + w];
-            if add {
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-            } else {
-                dst.copy_from_slice(src);
-            }
+            write_row(dst, src, add);
         }
     }
 }
