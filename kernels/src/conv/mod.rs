@@ -12,6 +12,7 @@
 //! | conv-transpose backward, weight | conv backward-weight with the roles swapped    |
 
 pub mod cpu;
+pub mod im2col;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -99,5 +100,56 @@ impl Conv2dGeom {
         let pos =
             (o * self.stride[axis] + k * self.dilation[axis]) as isize - self.pad[axis] as isize;
         (pos >= 0 && (pos as usize) < len).then_some(pos as usize)
+    }
+}
+
+/// The rungs of the f32 convolution ladder, each selectable so they can be tested and
+/// benchmarked against one another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvVariant {
+    /// [`reference`]: the definition as nested loops, accumulated in f64.
+    Reference,
+    /// [`im2col`]: a materialised im2col matrix per image and the fast GEMM.
+    Im2colGemm,
+    /// [`cpu`]: implicit GEMM, im2col values packed straight into the GEMM panels (the default).
+    ImplicitGemm,
+}
+
+impl ConvVariant {
+    pub const ALL: [ConvVariant; 3] = [
+        ConvVariant::Reference,
+        ConvVariant::Im2colGemm,
+        ConvVariant::ImplicitGemm,
+    ];
+
+    pub fn forward(
+        self,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        g: &Conv2dGeom,
+    ) {
+        match self {
+            ConvVariant::Reference => reference::conv2d_forward(x, w, bias, y, g),
+            ConvVariant::Im2colGemm => im2col::conv2d_forward(x, w, bias, y, g),
+            ConvVariant::ImplicitGemm => cpu::conv2d_forward(x, w, bias, y, g),
+        }
+    }
+
+    pub fn backward_data(self, dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+        match self {
+            ConvVariant::Reference => reference::conv2d_backward_data(dy, w, dx, g),
+            ConvVariant::Im2colGemm => im2col::conv2d_backward_data(dy, w, dx, g),
+            ConvVariant::ImplicitGemm => cpu::conv2d_backward_data(dy, w, dx, g),
+        }
+    }
+
+    pub fn backward_weight(self, x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
+        match self {
+            ConvVariant::Reference => reference::conv2d_backward_weight(x, dy, dw, g),
+            ConvVariant::Im2colGemm => im2col::conv2d_backward_weight(x, dy, dw, g),
+            ConvVariant::ImplicitGemm => cpu::conv2d_backward_weight(x, dy, dw, g),
+        }
     }
 }

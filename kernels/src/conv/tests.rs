@@ -122,7 +122,7 @@ proptest! {
 /// f64 reference, so it is held to `(len + 2) · ε · Σ|terms|`, with `Σ|terms|` computed by the
 /// reference kernel on absolute values.
 mod fast {
-    use super::super::cpu;
+    use super::super::ConvVariant;
     use super::*;
 
     fn rand32(len: usize, seed: &mut u64) -> Vec<f32> {
@@ -155,6 +155,13 @@ mod fast {
     }
 
     fn check_all(g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
+        for v in [ConvVariant::Im2colGemm, ConvVariant::ImplicitGemm] {
+            check_variant(v, g, seed)?;
+        }
+        Ok(())
+    }
+
+    fn check_variant(v: ConvVariant, g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
         let mut s = seed;
         let (x, w, dy, b) = (
             rand32(g.input_len(), &mut s),
@@ -169,17 +176,17 @@ mod fast {
             vec![0f32; g.output_len_total()],
             vec![0f32; g.output_len_total()],
         );
-        cpu::conv2d_forward(&x, &w, Some(&b), &mut got, g);
+        v.forward(&x, &w, Some(&b), &mut got, g);
         conv2d_forward(&x, &w, Some(&b), &mut want, g);
         conv2d_forward(&abs(&x), &abs(&w), Some(&abs(&b)), &mut bound, g);
-        close(&got, &want, &bound, k + 1, &format!("forward {g:?}"))?;
+        close(&got, &want, &bound, k + 1, &format!("{v:?} forward {g:?}"))?;
 
         let (mut got, mut want, mut bound) = (
             vec![f32::NAN; g.input_len()],
             vec![0f32; g.input_len()],
             vec![0f32; g.input_len()],
         );
-        cpu::conv2d_backward_data(&dy, &w, &mut got, g);
+        v.backward_data(&dy, &w, &mut got, g);
         conv2d_backward_data(&dy, &w, &mut want, g);
         conv2d_backward_data(&abs(&dy), &abs(&w), &mut bound, g);
         close(
@@ -187,7 +194,7 @@ mod fast {
             &want,
             &bound,
             g.c_out * g.kh * g.kw,
-            &format!("backward_data {g:?}"),
+            &format!("{v:?} backward_data {g:?}"),
         )?;
 
         let (mut got, mut want, mut bound) = (
@@ -195,7 +202,7 @@ mod fast {
             vec![0f32; g.weight_len()],
             vec![0f32; g.weight_len()],
         );
-        cpu::conv2d_backward_weight(&x, &dy, &mut got, g);
+        v.backward_weight(&x, &dy, &mut got, g);
         conv2d_backward_weight(&x, &dy, &mut want, g);
         conv2d_backward_weight(&abs(&x), &abs(&dy), &mut bound, g);
         close(
@@ -203,7 +210,7 @@ mod fast {
             &want,
             &bound,
             g.n * g.h_out * g.w_out,
-            &format!("backward_weight {g:?}"),
+            &format!("{v:?} backward_weight {g:?}"),
         )
     }
 
