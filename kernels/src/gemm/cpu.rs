@@ -215,6 +215,10 @@ impl StoreC for DenseC<'_> {
 thread_local! {
     /// Per-thread packing buffers, reused across calls so steady-state GEMMs allocate nothing.
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The packed B block a row-split GEMM shares between threads (kept by the calling thread).
+    static SHARED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A thread's packed A block in a row-split GEMM.
+    static ABUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `C = A·B` (or `C += A·B` with `accumulate`) for an `m × k` A and a `k × n` B
@@ -275,6 +279,9 @@ pub fn gemm_with(
     };
     if ranges.len() == 1 {
         run(&ranges[0]);
+    } else if split_m {
+        // SAFETY: the row ranges are disjoint and C is splittable (parts > 1).
+        unsafe { shared_b(&kernel, &ranges, n, k, a, b, c, accumulate) };
     } else {
         ranges.par_iter().for_each(run);
     }
@@ -302,46 +309,131 @@ unsafe fn serial(
     abuf: &mut Vec<f32>,
     bbuf: &mut Vec<f32>,
 ) {
-    let (mr, nr) = (kern.mr, kern.nr);
-    abuf.resize(MC.div_ceil(mr) * mr * KC, 0.0);
-    bbuf.resize(NC.div_ceil(nr) * nr * KC, 0.0);
-    let mut tile = [0f32; 32 * 32];
-    let dense = c.dense();
+    bbuf.resize(NC.div_ceil(kern.nr) * kern.nr * KC, 0.0);
     for jc in (cols.0..cols.1).step_by(NC) {
         let nc = NC.min(cols.1 - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            b.pack_b(pc, kc, jc, nc, nr, bbuf);
-            let add = accumulate || pc > 0;
-            for ic in (rows.0..rows.1).step_by(MC) {
-                let mc = MC.min(rows.1 - ic);
-                a.pack_a(ic, mc, pc, kc, mr, abuf);
-                for jr in (0..nc).step_by(nr) {
-                    // SAFETY (pointer arithmetic): offsets stay inside the packed buffers,
-                    // sized above for whole MC × KC and KC × NC blocks.
-                    let bp = unsafe { bbuf.as_ptr().add(jr * kc) };
-                    let w = nr.min(nc - jr);
-                    for ir in (0..mc).step_by(mr) {
-                        let ap = unsafe { abuf.as_ptr().add(ir * kc) };
-                        let h = mr.min(mc - ir);
-                        let (i, j) = (ic + ir, jc + jr);
-                        match dense {
-                            // A whole tile of a dense C: the micro-kernel writes it in place.
-                            Some((ptr, ldc)) if h == mr && w == nr => unsafe {
-                                (kern.run)(kc, ap, bp, ptr.add(i * ldc + j), ldc, add)
-                            },
-                            // Edge tiles and scattered destinations: compute the whole tile
-                            // into a buffer, then store its valid part.
-                            _ => unsafe {
-                                (kern.run)(kc, ap, bp, tile.as_mut_ptr(), nr, false);
-                                c.store(i, j, &tile, nr, [h, w], add);
-                            },
-                        }
-                    }
+            b.pack_b(pc, kc, jc, nc, kern.nr, bbuf);
+            let block = PackedB {
+                data: bbuf,
+                jc,
+                nc,
+                pc,
+                kc,
+                add: accumulate || pc > 0,
+            };
+            // SAFETY: forwarded from the caller.
+            unsafe { macro_kernel(kern, rows, a, &block, c, abuf) };
+        }
+    }
+}
+
+/// A packed `kc × nc` block of B, at rows `pc..` and columns `jc..` of B.
+struct PackedB<'a> {
+    data: &'a [f32],
+    jc: usize,
+    nc: usize,
+    pc: usize,
+    kc: usize,
+    /// Whether C already holds a partial sum to add to.
+    add: bool,
+}
+
+/// The three inner loops: for each MC block of rows, pack A and run the micro-kernel over
+/// every tile against the packed block of B.
+///
+/// # Safety
+/// No other thread may store to rows `rows` × the block's columns of C during the call.
+unsafe fn macro_kernel(
+    kern: &MicroKernel,
+    rows: (usize, usize),
+    a: &impl PackA,
+    b: &PackedB,
+    c: &impl StoreC,
+    abuf: &mut Vec<f32>,
+) {
+    let (mr, nr, kc) = (kern.mr, kern.nr, b.kc);
+    abuf.resize(MC.div_ceil(mr) * mr * KC, 0.0);
+    let mut tile = [0f32; 32 * 32];
+    let dense = c.dense();
+    for ic in (rows.0..rows.1).step_by(MC) {
+        let mc = MC.min(rows.1 - ic);
+        a.pack_a(ic, mc, b.pc, kc, mr, abuf);
+        for jr in (0..b.nc).step_by(nr) {
+            // SAFETY (pointer arithmetic): offsets stay inside the packed buffers, sized for
+            // whole MC × KC and KC × NC blocks.
+            let bp = unsafe { b.data.as_ptr().add(jr * kc) };
+            let w = nr.min(b.nc - jr);
+            for ir in (0..mc).step_by(mr) {
+                let ap = unsafe { abuf.as_ptr().add(ir * kc) };
+                let h = mr.min(mc - ir);
+                let (i, j) = (ic + ir, b.jc + jr);
+                match dense {
+                    // A whole tile of a dense C: the micro-kernel writes it in place.
+                    Some((ptr, ldc)) if h == mr && w == nr => unsafe {
+                        (kern.run)(kc, ap, bp, ptr.add(i * ldc + j), ldc, b.add)
+                    },
+                    // Edge tiles and scattered destinations: compute the whole tile into a
+                    // buffer, then store its valid part.
+                    _ => unsafe {
+                        (kern.run)(kc, ap, bp, tile.as_mut_ptr(), nr, false);
+                        c.store(i, j, &tile, nr, [h, w], b.add);
+                    },
                 }
             }
         }
     }
+}
+
+/// Row-split GEMM sharing one packed B between the threads: for each `KC × NC` block, the
+/// threads pack B's micro-panels together, then each runs the inner loops on its own rows.
+/// (Each thread packing the whole block itself would double the packing and the L3 traffic.)
+///
+/// # Safety
+/// The row ranges must be disjoint and C splittable.
+unsafe fn shared_b(
+    kern: &MicroKernel,
+    ranges: &[(usize, usize)],
+    n: usize,
+    k: usize,
+    a: &impl PackA,
+    b: &impl PackB,
+    c: &impl StoreC,
+    accumulate: bool,
+) {
+    let nr = kern.nr;
+    // Taken out of the thread-local rather than borrowed: a task stolen while this thread
+    // waits below may run another GEMM on it, which then finds an empty buffer.
+    let mut bbuf = SHARED_B.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+    bbuf.resize(NC.div_ceil(nr) * nr * KC, 0.0);
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            bbuf[..nc.div_ceil(nr) * nr * kc]
+                .par_chunks_mut(nr * kc)
+                .enumerate()
+                .for_each(|(q, panel)| {
+                    b.pack_b(pc, kc, jc + q * nr, nr.min(nc - q * nr), nr, panel);
+                });
+            let block = PackedB {
+                data: &bbuf,
+                jc,
+                nc,
+                pc,
+                kc,
+                add: accumulate || pc > 0,
+            };
+            ranges.par_iter().for_each(|&rows| {
+                let mut abuf = ABUF.with(|cell| std::mem::take(&mut *cell.borrow_mut()));
+                // SAFETY: each task owns its row range (the caller's contract).
+                unsafe { macro_kernel(kern, rows, a, &block, c, &mut abuf) };
+                ABUF.with(|cell| *cell.borrow_mut() = abuf);
+            });
+        }
+    }
+    SHARED_B.with(|cell| *cell.borrow_mut() = bbuf);
 }
 
 /// The fast path for a [`super::GemmGeom`]: every batch through [`gemm_with`], transposed

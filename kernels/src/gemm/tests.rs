@@ -75,6 +75,19 @@ fn blocks_larger_than_mc_and_nc_and_kc() {
 }
 
 #[test]
+fn row_split_with_a_shared_packed_b() {
+    // m > n and large enough to split across threads: the threads share one packed B, over
+    // two KC blocks (k > KC).
+    let g = GemmGeom::new(1, 500, 1100, 70);
+    let (a, b) = (filled(g.m * g.k, 9), filled(g.k * g.n, 10));
+    for isa in Isa::available() {
+        let mut c = vec![0f32; g.m * g.n];
+        matmul_with(isa, &a, &b, &mut c, &g);
+        check(&a, &b, &c, &g, &format!("{isa:?}")).unwrap();
+    }
+}
+
+#[test]
 fn accumulate_adds_to_c_and_k_zero_clears_it() {
     let (m, n, k) = (13, 35, 7);
     let (a, b) = (filled(m * k, 5), filled(k * n, 6));
