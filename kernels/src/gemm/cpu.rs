@@ -392,6 +392,7 @@ unsafe fn macro_kernel(
 ///
 /// # Safety
 /// The row ranges must be disjoint and C splittable.
+#[allow(clippy::too_many_arguments)]
 unsafe fn shared_b(
     kern: &MicroKernel,
     ranges: &[(usize, usize)],
