@@ -4,6 +4,7 @@ mod bench;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gantry::{DType, Device, Rng, Tensor};
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -98,7 +99,11 @@ fn run_bench(
     pool.install(|| {
         let (isa, peak) = bench::peak();
         if !json {
-            println!("FMA peak ({isa:?}, {threads} threads, measured): {peak:.1} GFLOP/s");
+            // Output goes through `writeln!` so a closed pipe (`| head`) ends quietly.
+            let _ = writeln!(
+                std::io::stdout(),
+                "FMA peak ({isa:?}, {threads} threads, measured): {peak:.1} GFLOP/s"
+            );
         }
         let rows = match what {
             BenchWhat::Gemm => bench::gemm(sizes, threads, peak),
@@ -106,10 +111,12 @@ fn run_bench(
         };
         if json {
             let body: Vec<String> = rows.iter().map(|r| r.json()).collect();
-            println!("[{}]", body.join(",\n"));
+            let _ = writeln!(std::io::stdout(), "[{}]", body.join(",\n"));
         } else {
             for r in &rows {
-                println!("{}", r.table_line());
+                if writeln!(std::io::stdout(), "{}", r.table_line()).is_err() {
+                    break;
+                }
             }
         }
     });

@@ -67,15 +67,20 @@ mod x86 {
     }
 }
 
-/// Measured FMA peak in GFLOP/s for `isa` on every thread of the current rayon pool at once
-/// (best of a few runs of about 50 ms each).
+/// Measured FMA peak in GFLOP/s for `isa` on every thread of the current rayon pool at once:
+/// each thread times its own loop (so threads that start late do not count as slow), the
+/// rates are summed, and the best of five runs of about 50 ms is kept.
 pub fn fma_peak_gflops(isa: Isa) -> f64 {
     let iters = 4_000_000;
-    let mut best = 0f64;
-    for _ in 0..3 {
-        let start = Instant::now();
-        let flops: f64 = rayon::broadcast(|_| fma_loop(isa, iters)).iter().sum();
-        best = best.max(flops / start.elapsed().as_secs_f64() / 1e9);
-    }
-    best
+    (0..5)
+        .map(|_| {
+            rayon::broadcast(|_| {
+                let start = Instant::now();
+                let flops = fma_loop(isa, iters);
+                flops / start.elapsed().as_secs_f64() / 1e9
+            })
+            .iter()
+            .sum::<f64>()
+        })
+        .fold(0.0, f64::max)
 }
