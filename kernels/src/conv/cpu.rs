@@ -401,9 +401,7 @@ fn k_len(g: &Conv2dGeom) -> usize {
 
 /// Forward convolution (see the module table). Same contract as the reference kernel.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], g: &Conv2dGeom) {
-    assert_eq!(x.len(), g.input_len(), "conv2d: input length");
-    assert_eq!(w.len(), g.weight_len(), "conv2d: weight length");
-    assert_eq!(y.len(), g.output_len_total(), "conv2d: output length");
+    g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
     let (k, plane) = (k_len(g), g.h_out * g.w_out);
     if y.is_empty() {
         return;
@@ -465,21 +463,7 @@ fn group_size(n: usize) -> usize {
 
 /// Gradient w.r.t. the input (see the module table); `dx` is overwritten.
 pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
-    assert_eq!(
-        dy.len(),
-        g.output_len_total(),
-        "conv2d_backward_data: output-gradient length"
-    );
-    assert_eq!(
-        w.len(),
-        g.weight_len(),
-        "conv2d_backward_data: weight length"
-    );
-    assert_eq!(
-        dx.len(),
-        g.input_len(),
-        "conv2d_backward_data: input-gradient length"
-    );
+    g.assert_buffers("conv2d_backward_data", [dx.len(), w.len(), dy.len()]);
     let (k, plane) = (k_len(g), g.h_out * g.w_out);
     if dx.is_empty() {
         return;
@@ -571,21 +555,7 @@ fn as_forward_conv(w: &[f32], g: &Conv2dGeom) -> Option<(Vec<f32>, Conv2dGeom)> 
 
 /// Gradient w.r.t. the weight (see the module table); `dw` is overwritten.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
-    assert_eq!(
-        x.len(),
-        g.input_len(),
-        "conv2d_backward_weight: input length"
-    );
-    assert_eq!(
-        dy.len(),
-        g.output_len_total(),
-        "conv2d_backward_weight: output-gradient length"
-    );
-    assert_eq!(
-        dw.len(),
-        g.weight_len(),
-        "conv2d_backward_weight: weight-gradient length"
-    );
+    g.assert_buffers("conv2d_backward_weight", [x.len(), dw.len(), dy.len()]);
     let (k, plane) = (k_len(g), g.h_out * g.w_out);
     if dw.is_empty() {
         return;

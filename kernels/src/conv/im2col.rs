@@ -61,6 +61,7 @@ fn dims(g: &Conv2dGeom) -> (usize, usize, usize, usize) {
 
 /// `Y[b] = W · col(X[b])` (+ bias), one image per task.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], g: &Conv2dGeom) {
+    g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
     let (k, p, img, out) = dims(g);
     if out == 0 {
         return;
@@ -95,6 +96,7 @@ pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32],
 
 /// `dX[b] = col2im(Wᵀ · dY[b])`.
 pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+    g.assert_buffers("conv2d_backward_data", [dx.len(), w.len(), dy.len()]);
     let (k, p, img, out) = dims(g);
     if img == 0 {
         return;
@@ -127,6 +129,7 @@ pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeo
 
 /// `dW = Σ_b dY[b] · col(X[b])ᵀ`, accumulated image by image.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
+    g.assert_buffers("conv2d_backward_weight", [x.len(), dw.len(), dy.len()]);
     let (k, p, img, out) = dims(g);
     dw.fill(0.0);
     let mut col = vec![0f32; k * p];

@@ -86,6 +86,26 @@ impl Conv2dGeom {
         self.n * self.c_out * self.h_out * self.w_out
     }
 
+    /// Asserts that buffers of lengths `[input, weight, output]` fit this geometry: the
+    /// shared precondition of every pass of every variant (`op` names the pass).
+    pub fn assert_buffers(&self, op: &str, [input, weight, output]: [usize; 3]) {
+        assert_eq!(
+            input,
+            self.input_len(),
+            "{op}: input (or input-gradient) length"
+        );
+        assert_eq!(
+            weight,
+            self.weight_len(),
+            "{op}: weight (or weight-gradient) length"
+        );
+        assert_eq!(
+            output,
+            self.output_len_total(),
+            "{op}: output (or output-gradient) length"
+        );
+    }
+
     /// Multiply-adds of the forward pass, counted as two flops each (each backward pass costs
     /// the same).
     pub fn flops(&self) -> f64 {

@@ -7,9 +7,7 @@ use rayon::prelude::*;
 /// `y[b, co, oh, ow] = bias[co] + Σ_{ci, i, j} x[b, ci, ih, iw] · w[co, ci, i, j]`, with
 /// `(ih, iw)` given by [`Conv2dGeom::input_coord`].
 pub fn conv2d_forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T], g: &Conv2dGeom) {
-    assert_eq!(x.len(), g.input_len(), "conv2d: input length");
-    assert_eq!(w.len(), g.weight_len(), "conv2d: weight length");
-    assert_eq!(y.len(), g.output_len_total(), "conv2d: output length");
+    g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
     if let Some(b) = bias {
         assert_eq!(b.len(), g.c_out, "conv2d: bias length");
     }
@@ -49,21 +47,7 @@ pub fn conv2d_forward<T: Float>(x: &[T], w: &[T], bias: Option<&[T]>, y: &mut [T
 /// Gradient w.r.t. the input: every output gradient `dy[b, co, oh, ow]` flows back, through
 /// weight `w[co, ci, i, j]`, to the input pixel that forward read. `dx` is overwritten.
 pub fn conv2d_backward_data<T: Float>(dy: &[T], w: &[T], dx: &mut [T], g: &Conv2dGeom) {
-    assert_eq!(
-        dy.len(),
-        g.output_len_total(),
-        "conv2d_backward_data: output-gradient length"
-    );
-    assert_eq!(
-        w.len(),
-        g.weight_len(),
-        "conv2d_backward_data: weight length"
-    );
-    assert_eq!(
-        dx.len(),
-        g.input_len(),
-        "conv2d_backward_data: input-gradient length"
-    );
+    g.assert_buffers("conv2d_backward_data", [dx.len(), w.len(), dy.len()]);
     let image = g.c_in * g.h * g.w;
     if image == 0 {
         return;
@@ -103,21 +87,7 @@ pub fn conv2d_backward_data<T: Float>(dy: &[T], w: &[T], dx: &mut [T], g: &Conv2
 /// Gradient w.r.t. the weight: `dw[co, ci, i, j] = Σ_{b, oh, ow} dy[b, co, oh, ow] · x[b, ci, ih, iw]`.
 /// `dw` is overwritten.
 pub fn conv2d_backward_weight<T: Float>(x: &[T], dy: &[T], dw: &mut [T], g: &Conv2dGeom) {
-    assert_eq!(
-        x.len(),
-        g.input_len(),
-        "conv2d_backward_weight: input length"
-    );
-    assert_eq!(
-        dy.len(),
-        g.output_len_total(),
-        "conv2d_backward_weight: output-gradient length"
-    );
-    assert_eq!(
-        dw.len(),
-        g.weight_len(),
-        "conv2d_backward_weight: weight-gradient length"
-    );
+    g.assert_buffers("conv2d_backward_weight", [x.len(), dw.len(), dy.len()]);
     let filter = g.c_in * g.kh * g.kw;
     if filter == 0 {
         return;
