@@ -208,30 +208,19 @@ pub const IM2COL_NDARRAY: ConvImpl = ConvImpl {
 };
 
 mod im2col_baseline {
+    use gantry::kernels::conv::im2col::{col2im, im2col};
     use gantry::kernels::conv::Conv2dGeom;
     use ndarray::{Array2, ArrayView2};
 
-    fn col(x: &[f32], g: &Conv2dGeom) -> Array2<f32> {
-        let (k, p) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out);
+    /// Image `b`'s im2col matrix (`K × P`), from the kernels' own im2col rung.
+    fn col(x: &[f32], g: &Conv2dGeom, b: usize) -> Array2<f32> {
+        let (k, p, img) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out, g.c_in * g.h * g.w);
         let mut c = Array2::<f32>::zeros((k, p));
-        for ci in 0..g.c_in {
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let row = (ci * g.kh + i) * g.kw + j;
-                    for oh in 0..g.h_out {
-                        let Some(ih) = g.input_coord(0, oh, i) else {
-                            continue;
-                        };
-                        for ow in 0..g.w_out {
-                            let Some(iw) = g.input_coord(1, ow, j) else {
-                                continue;
-                            };
-                            c[[row, oh * g.w_out + ow]] = x[(ci * g.h + ih) * g.w + iw];
-                        }
-                    }
-                }
-            }
-        }
+        im2col(
+            &x[b * img..(b + 1) * img],
+            g,
+            c.as_slice_mut().expect("standard layout"),
+        );
         c
     }
 
@@ -239,14 +228,14 @@ mod im2col_baseline {
         let (k, p) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out);
         let wm = ArrayView2::from_shape((g.c_out, k), w).expect("weight");
         for b in 0..g.n {
-            let out = wm.dot(&col(&x[b * g.c_in * g.h * g.w..], g));
+            let out = wm.dot(&col(x, g, b));
             y[b * g.c_out * p..(b + 1) * g.c_out * p]
                 .copy_from_slice(out.as_slice().expect("standard layout"));
         }
     }
 
     pub fn backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
-        let (k, p) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out);
+        let (k, p, img) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out, g.c_in * g.h * g.w);
         let wt = ArrayView2::from_shape((g.c_out, k), w)
             .expect("weight")
             .reversed_axes();
@@ -256,25 +245,11 @@ mod im2col_baseline {
                 ArrayView2::from_shape((g.c_out, p), &dy[b * g.c_out * p..(b + 1) * g.c_out * p])
                     .expect("dy");
             let dcol = wt.dot(&dyb);
-            let dxb = &mut dx[b * g.c_in * g.h * g.w..];
-            for ci in 0..g.c_in {
-                for i in 0..g.kh {
-                    for j in 0..g.kw {
-                        let row = (ci * g.kh + i) * g.kw + j;
-                        for oh in 0..g.h_out {
-                            let Some(ih) = g.input_coord(0, oh, i) else {
-                                continue;
-                            };
-                            for ow in 0..g.w_out {
-                                let Some(iw) = g.input_coord(1, ow, j) else {
-                                    continue;
-                                };
-                                dxb[(ci * g.h + ih) * g.w + iw] += dcol[[row, oh * g.w_out + ow]];
-                            }
-                        }
-                    }
-                }
-            }
+            col2im(
+                dcol.as_slice().expect("standard layout"),
+                g,
+                &mut dx[b * img..(b + 1) * img],
+            );
         }
     }
 
@@ -285,7 +260,7 @@ mod im2col_baseline {
             let dyb =
                 ArrayView2::from_shape((g.c_out, p), &dy[b * g.c_out * p..(b + 1) * g.c_out * p])
                     .expect("dy");
-            acc += &dyb.dot(&col(&x[b * g.c_in * g.h * g.w..], g).t());
+            acc += &dyb.dot(&col(x, g, b).t());
         }
         dw.copy_from_slice(acc.as_slice().expect("standard layout"));
     }

@@ -9,7 +9,7 @@ use crate::gemm::cpu::{gemm, DenseC, Strided};
 use rayon::prelude::*;
 
 /// Fills `col` (`K × P`, row-major) with image `x`'s patches.
-fn im2col(x: &[f32], g: &Conv2dGeom, col: &mut [f32]) {
+pub fn im2col(x: &[f32], g: &Conv2dGeom, col: &mut [f32]) {
     let plane = g.h_out * g.w_out;
     for ci in 0..g.c_in {
         for i in 0..g.kh {
@@ -30,7 +30,7 @@ fn im2col(x: &[f32], g: &Conv2dGeom, col: &mut [f32]) {
 }
 
 /// Adds the patches in `col` back into image gradient `dx` (the adjoint of [`im2col`]).
-fn col2im(col: &[f32], g: &Conv2dGeom, dx: &mut [f32]) {
+pub fn col2im(col: &[f32], g: &Conv2dGeom, dx: &mut [f32]) {
     let plane = g.h_out * g.w_out;
     for ci in 0..g.c_in {
         for i in 0..g.kh {
