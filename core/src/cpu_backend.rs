@@ -163,11 +163,7 @@ pub fn scatter(
     with_float!("scatter", src.dtype(), T => {
         let s = view::<T>("scatter", src)?;
         let d = T::slice_mut(dst).expect("dtype checked above");
-        if accumulate {
-            k::scatter_add_strided(s, d, offset, strides, shape);
-        } else {
-            k::scatter_strided(s, d, offset, strides, shape);
-        }
+        k::scatter_strided(s, d, offset, strides, shape, accumulate);
         Ok(())
     })
 }

@@ -22,36 +22,26 @@ pub fn gather_strided<T: Copy>(
 }
 
 /// Scatter: `dst[offset + Σ index[d] * strides[d]] = src[i]` for the contiguous `src` of shape
-/// `shape`; other elements of `dst` are left as they are. The inverse of [`gather_strided`].
-pub fn scatter_strided<T: Copy>(
+/// `shape` (or `+=` with `accumulate`, for overlapping destinations such as the backward of a
+/// broadcast); other elements of `dst` are left as they are. The inverse of [`gather_strided`].
+pub fn scatter_strided<T: Float>(
     src: &[T],
     dst: &mut [T],
     offset: usize,
     strides: &[usize],
     shape: &[usize],
+    accumulate: bool,
 ) {
     assert_eq!(
         src.len(),
         shape.iter().product::<usize>(),
         "scatter: input length"
     );
-    crate::for_each_strided(shape, offset, strides, |i, d| dst[d] = src[i]);
-}
-
-/// Scatter-add for overlapping destinations: `dst[...] += src[i]`.
-pub fn scatter_add_strided<T: Float>(
-    src: &[T],
-    dst: &mut [T],
-    offset: usize,
-    strides: &[usize],
-    shape: &[usize],
-) {
-    assert_eq!(
-        src.len(),
-        shape.iter().product::<usize>(),
-        "scatter_add: input length"
-    );
-    crate::for_each_strided(shape, offset, strides, |i, d| dst[d] += src[i]);
+    if accumulate {
+        crate::for_each_strided(shape, offset, strides, |i, d| dst[d] += src[i]);
+    } else {
+        crate::for_each_strided(shape, offset, strides, |i, d| dst[d] = src[i]);
+    }
 }
 
 #[cfg(test)]
@@ -66,7 +56,7 @@ mod tests {
         gather_strided(&x, 1, &[4, 1], &[2, 2], &mut part);
         assert_eq!(part, [1.0, 2.0, 5.0, 6.0]);
         let mut back = [0.0f32; 8];
-        scatter_strided(&part, &mut back, 1, &[4, 1], &[2, 2]);
+        scatter_strided(&part, &mut back, 1, &[4, 1], &[2, 2], false);
         assert_eq!(back, [0.0, 1.0, 2.0, 0.0, 0.0, 5.0, 6.0, 0.0]);
     }
 
@@ -76,7 +66,7 @@ mod tests {
         gather_strided(&[1.0, 2.0, 3.0], 0, &[0, 1], &[2, 3], &mut out);
         assert_eq!(out, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
         let mut acc = [0.0f64; 3];
-        scatter_add_strided(&out, &mut acc, 0, &[0, 1], &[2, 3]);
+        scatter_strided(&out, &mut acc, 0, &[0, 1], &[2, 3], true);
         assert_eq!(acc, [2.0, 4.0, 6.0]);
     }
 }
