@@ -9,6 +9,7 @@ use gantry_kernels::batch_norm::BatchNormGeom;
 use gantry_kernels::conv::Conv2dGeom;
 use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom, UnaryOp};
 use gantry_kernels::gemm::GemmGeom;
+use gantry_kernels::optim::{AdamStep, SgdStep};
 use gantry_kernels::reference as k;
 use half::{bf16, f16};
 
@@ -33,6 +34,11 @@ macro_rules! with_float {
 /// Views `s` as `[T]`; the caller has checked dtypes agree, so a mismatch here is a bug.
 fn view<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage) -> Result<&'a [T]> {
     T::slice(s).ok_or_else(|| Error::dtype_mismatch(op, T::DTYPE, s.dtype()))
+}
+
+fn slice_mut<'a, T: CpuElem>(op: &'static str, s: &'a mut CpuStorage) -> Result<&'a mut [T]> {
+    let dtype = s.dtype();
+    T::slice_mut(s).ok_or_else(|| Error::dtype_mismatch(op, T::DTYPE, dtype))
 }
 
 fn zeros<T: CpuElem + Default + Clone>(len: usize) -> Vec<T> {
@@ -146,6 +152,7 @@ pub fn gather(src: &CpuStorage, offset: usize, strides: &[usize], shape: &[usize
         CpuStorage::F16(v) => go(v, offset, strides, shape),
         CpuStorage::BF16(v) => go(v, offset, strides, shape),
         CpuStorage::U32(v) => go(v, offset, strides, shape),
+        CpuStorage::I64(v) => go(v, offset, strides, shape),
     }
 }
 
@@ -345,6 +352,7 @@ pub fn pixel_shuffle(
         CpuStorage::F16(v) => go(v, d, r, inverse),
         CpuStorage::BF16(v) => go(v, d, r, inverse),
         CpuStorage::U32(v) => go(v, d, r, inverse),
+        CpuStorage::I64(v) => go(v, d, r, inverse),
     }
 }
 
@@ -389,5 +397,92 @@ pub fn bce_with_logits_backward(
         let (mut dx, mut dt) = (zeros::<T>(x.len()), zeros::<T>(x.len()));
         k::bce_with_logits_backward(x, t, dy, &mut dx, &mut dt);
         Ok((T::wrap(dx), T::wrap(dt)))
+    })
+}
+
+pub fn bce(p: &CpuStorage, t: &CpuStorage) -> Result<CpuStorage> {
+    with_float!("bce", p.dtype(), T => {
+        let (p, t) = (view::<T>("bce", p)?, view::<T>("bce", t)?);
+        let mut out = zeros::<T>(p.len());
+        if !k::bce(p, t, &mut out) {
+            return Err(Error::invalid(
+                "bce",
+                "every input must be a probability in [0, 1] (pass logits to bce_with_logits)",
+            ));
+        }
+        Ok(T::wrap(out))
+    })
+}
+
+pub fn bce_backward(
+    p: &CpuStorage,
+    t: &CpuStorage,
+    dy: &CpuStorage,
+) -> Result<(CpuStorage, CpuStorage)> {
+    let op = "bce_backward";
+    with_float!(op, p.dtype(), T => {
+        let (p, t, dy) = (view::<T>(op, p)?, view::<T>(op, t)?, view::<T>(op, dy)?);
+        let (mut dp, mut dt) = (zeros::<T>(p.len()), zeros::<T>(p.len()));
+        k::bce_backward(p, t, dy, &mut dp, &mut dt);
+        Ok((T::wrap(dp), T::wrap(dt)))
+    })
+}
+
+/// Checks that an optimizer's buffers all have the parameter's dtype and length.
+fn check_state(op: &'static str, p: &CpuStorage, others: &[&CpuStorage]) -> Result<()> {
+    for o in others {
+        if o.dtype() != p.dtype() {
+            return Err(Error::dtype_mismatch(op, p.dtype(), o.dtype()));
+        }
+        if o.len() != p.len() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "buffer of {} elements for a parameter of {}",
+                    o.len(),
+                    p.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn adam_step(
+    p: &mut CpuStorage,
+    g: &CpuStorage,
+    m: &mut CpuStorage,
+    v: &mut CpuStorage,
+    h: &AdamStep,
+) -> Result<()> {
+    let op = "adam_step";
+    check_state(op, p, &[g, m, v])?;
+    with_float!(op, p.dtype(), T => {
+        let g = view::<T>(op, g)?;
+        let (p, m, v) = (slice_mut::<T>(op, p)?, slice_mut::<T>(op, m)?, slice_mut::<T>(op, v)?);
+        k::adam_step(p, g, m, v, h);
+        Ok(())
+    })
+}
+
+pub fn sgd_step(
+    p: &mut CpuStorage,
+    g: &CpuStorage,
+    buf: Option<&mut CpuStorage>,
+    h: &SgdStep,
+) -> Result<()> {
+    let op = "sgd_step";
+    match &buf {
+        Some(b) => check_state(op, p, &[g, b])?,
+        None => check_state(op, p, &[g])?,
+    }
+    with_float!(op, p.dtype(), T => {
+        let g = view::<T>(op, g)?;
+        let buf = match buf {
+            Some(b) => Some(slice_mut::<T>(op, b)?),
+            None => None,
+        };
+        k::sgd_step(slice_mut::<T>(op, p)?, g, buf, h);
+        Ok(())
     })
 }

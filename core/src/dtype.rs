@@ -7,6 +7,8 @@ use std::fmt;
 /// `F32` is what models run in. `F64` exists for gradient checks (central finite differences
 /// need the extra precision). `F16`/`BF16` are storage formats (conversion only, for now) that
 /// the mixed-precision GPU path will compute in. `U32` holds indices (the argmax of `max`).
+/// `I64` holds integer counters such as BatchNorm's `num_batches_tracked`, which PyTorch's
+/// checkpoints store as int64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
@@ -14,18 +16,19 @@ pub enum DType {
     F16,
     BF16,
     U32,
+    I64,
 }
 
 impl DType {
     pub fn size_in_bytes(self) -> usize {
         match self {
             DType::F32 | DType::U32 => 4,
-            DType::F64 => 8,
+            DType::F64 | DType::I64 => 8,
             DType::F16 | DType::BF16 => 2,
         }
     }
     pub fn is_float(self) -> bool {
-        !matches!(self, DType::U32)
+        !matches!(self, DType::U32 | DType::I64)
     }
 }
 
@@ -37,6 +40,7 @@ impl fmt::Display for DType {
             DType::F16 => "f16",
             DType::BF16 => "bf16",
             DType::U32 => "u32",
+            DType::I64 => "i64",
         })
     }
 }
@@ -71,3 +75,4 @@ with_dtype!(half::bf16, DType::BF16, |v| v.to_f64(), |v| {
     half::bf16::from_f64(v)
 });
 with_dtype!(u32, DType::U32, |v| v as f64, |v| v as u32);
+with_dtype!(i64, DType::I64, |v| v as f64, |v| v as i64);

@@ -35,6 +35,7 @@ pub use autograd::{is_grad_enabled, no_grad, BackwardCtx, GradStore, NoGradGuard
 pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
+pub use gantry_kernels::optim::{AdamStep, SgdStep};
 pub use ops::{BatchStats, Conv2dParams, ConvTranspose2dParams};
 pub use rng::Rng;
 pub use shape::Shape;

@@ -67,6 +67,33 @@ pub fn bce_with_logits(logits: &Tensor, target: &Tensor, reduction: Reduction) -
     reduction.apply(loss)
 }
 
+/// Binary cross-entropy on probabilities (the output of a sigmoid), as PyTorch's
+/// `binary_cross_entropy`: `−(t·ln p + (1 − t)·ln(1 − p))` with each log floored at −100, so a
+/// saturated probability costs 100 rather than infinity. Every `p` must lie in `[0, 1]` (an error
+/// otherwise). Prefer [`bce_with_logits`], which is stable for any score.
+pub fn bce(probs: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    let op = "bce";
+    check_pair(op, probs, target)?;
+    let per_elem = probs.storage().bce(&target.storage())?;
+    let loss = Tensor::from_op(
+        per_elem,
+        probs.shape().clone(),
+        op,
+        &[probs, target],
+        |ctx| {
+            let (p, t) = (&ctx.inputs[0], &ctx.inputs[1]);
+            let (dp, dt) = p
+                .storage()
+                .bce_backward(&t.storage(), &ctx.grad.storage())?;
+            Ok(vec![
+                Some(Tensor::from_storage(dp, p.shape().clone())),
+                Some(Tensor::from_storage(dt, t.shape().clone())),
+            ])
+        },
+    );
+    reduction.apply(loss)
+}
+
 /// Mean squared error `(input − target)²`, reduced.
 pub fn mse(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
     check_pair("mse", input, target)?;

@@ -12,6 +12,7 @@ use gantry_kernels::batch_norm::BatchNormGeom;
 use gantry_kernels::conv::Conv2dGeom;
 use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom, UnaryOp};
 use gantry_kernels::gemm::GemmGeom;
+use gantry_kernels::optim::{AdamStep, SgdStep};
 use half::{bf16, f16};
 
 /// A contiguous host buffer of one element type.
@@ -22,6 +23,7 @@ pub enum CpuStorage {
     F16(Vec<f16>),
     BF16(Vec<bf16>),
     U32(Vec<u32>),
+    I64(Vec<i64>),
 }
 
 impl CpuStorage {
@@ -32,6 +34,7 @@ impl CpuStorage {
             CpuStorage::F16(_) => DType::F16,
             CpuStorage::BF16(_) => DType::BF16,
             CpuStorage::U32(_) => DType::U32,
+            CpuStorage::I64(_) => DType::I64,
         }
     }
     pub fn len(&self) -> usize {
@@ -41,6 +44,7 @@ impl CpuStorage {
             CpuStorage::F16(v) => v.len(),
             CpuStorage::BF16(v) => v.len(),
             CpuStorage::U32(v) => v.len(),
+            CpuStorage::I64(v) => v.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -54,6 +58,7 @@ impl CpuStorage {
             CpuStorage::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
             CpuStorage::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
             CpuStorage::U32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuStorage::I64(v) => v.iter().map(|&x| x as f64).collect(),
         }
     }
     /// A buffer of `dtype` holding `values` (rounded to the type).
@@ -64,6 +69,7 @@ impl CpuStorage {
             DType::F16 => CpuStorage::F16(values.map(f16::from_f64).collect()),
             DType::BF16 => CpuStorage::BF16(values.map(bf16::from_f64).collect()),
             DType::U32 => CpuStorage::U32(values.map(|v| v as u32).collect()),
+            DType::I64 => CpuStorage::I64(values.map(|v| v as i64).collect()),
         }
     }
 }
@@ -101,6 +107,7 @@ cpu_elem!(f64, F64);
 cpu_elem!(f16, F16);
 cpu_elem!(bf16, BF16);
 cpu_elem!(u32, U32);
+cpu_elem!(i64, I64);
 
 /// A tensor's buffer on its device.
 #[derive(Clone, Debug, PartialEq)]
@@ -330,6 +337,61 @@ impl Storage {
         let x = self;
         on_cpu!("bce_with_logits_backward", x, target, dy => cpu::bce_with_logits_backward(x, target, dy)
             .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))))
+    }
+}
+
+impl Storage {
+    /// Binary cross-entropy on probabilities; an error if some probability lies outside [0, 1].
+    pub fn bce(&self, target: &Storage) -> Result<Storage> {
+        let x = self;
+        on_cpu!("bce", x, target => cpu::bce(x, target).map(Storage::Cpu))
+    }
+
+    /// `(dprobabilities, dtarget)`.
+    pub fn bce_backward(&self, target: &Storage, dy: &Storage) -> Result<(Storage, Storage)> {
+        let x = self;
+        on_cpu!("bce_backward", x, target, dy => cpu::bce_backward(x, target, dy)
+            .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))))
+    }
+
+    /// One Adam step in place on this parameter buffer, with its moment buffers `m` and `v`.
+    pub fn adam_step(
+        &mut self,
+        grad: &Storage,
+        m: &mut Storage,
+        v: &mut Storage,
+        h: &AdamStep,
+    ) -> Result<()> {
+        match (self, grad, m, v) {
+            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
+                cpu::adam_step(p, g, m, v, h)
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::device(
+                "adam_step",
+                "operands are on different devices",
+            )),
+        }
+    }
+
+    /// One SGD step in place on this parameter buffer, with an optional momentum buffer.
+    pub fn sgd_step(
+        &mut self,
+        grad: &Storage,
+        buf: Option<&mut Storage>,
+        h: &SgdStep,
+    ) -> Result<()> {
+        match (self, grad, buf) {
+            (Storage::Cpu(p), Storage::Cpu(g), None) => cpu::sgd_step(p, g, None, h),
+            (Storage::Cpu(p), Storage::Cpu(g), Some(Storage::Cpu(b))) => {
+                cpu::sgd_step(p, g, Some(b), h)
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::device(
+                "sgd_step",
+                "operands are on different devices",
+            )),
+        }
     }
 }
 

@@ -186,6 +186,9 @@ proptest! {
         // l1 has a kink where input == target: offset the target from the input.
         let off = a.add(&away_from_zero(&s, 0.05, &mut rng)).unwrap();
         check!([(a, true), (off, true)], move |t| loss::l1(&t[0], &t[1], reduction));
+        // bce on probabilities kept away from 0 and 1, where the clamps make it flat.
+        let (p, t) = (rand(&s, 0.05, 0.95, &mut rng), rand(&s, 0.0, 1.0, &mut rng));
+        check!([(p, true), (t, true)], move |t| loss::bce(&t[0], &t[1], reduction));
     }
 }
 

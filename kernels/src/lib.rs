@@ -22,6 +22,7 @@ pub mod elementwise;
 pub mod float;
 pub mod gemm;
 pub mod loss;
+pub mod optim;
 pub mod peak;
 pub mod reduce;
 pub mod resample;
@@ -36,6 +37,7 @@ pub mod reference {
     pub use crate::elementwise::reference::*;
     pub use crate::gemm::reference::*;
     pub use crate::loss::reference::*;
+    pub use crate::optim::reference::*;
     pub use crate::reduce::reference::*;
     pub use crate::resample::reference::*;
 }
