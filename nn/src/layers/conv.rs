@@ -1,0 +1,126 @@
+//! `Conv2d` and `ConvTranspose2d`.
+
+use crate::init::{default_bound, positive, uniform};
+use crate::module::{Mode, Module, Slot};
+use gantry_core::{Conv2dParams, ConvTranspose2dParams, Result, Rng, Tensor};
+
+/// 2-D convolution, as PyTorch's `nn.Conv2d` (square kernel, no groups). Weight
+/// `[c_out, c_in, k, k]`, optional bias `[c_out]`; both from PyTorch's default init,
+/// `U(±1/√fan_in)` with `fan_in = c_in·k²`.
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    params: Conv2dParams,
+}
+
+impl Conv2d {
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        params: Conv2dParams,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let op = "Conv2d";
+        positive(op, "c_in", c_in)?;
+        positive(op, "c_out", c_out)?;
+        positive(op, "kernel", kernel)?;
+        let bound = default_bound(c_in * kernel * kernel);
+        let weight = uniform(&[c_out, c_in, kernel, kernel], bound, rng)?;
+        let bias = if bias {
+            Some(uniform(&[c_out], bound, rng)?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            params,
+        })
+    }
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    pub fn params(&self) -> Conv2dParams {
+        self.params
+    }
+}
+
+impl Module for Conv2d {
+    fn kind(&self) -> &'static str {
+        "Conv2d"
+    }
+    fn forward(&self, x: &Tensor, _: Mode) -> Result<Tensor> {
+        x.conv2d(&self.weight, self.bias.as_ref(), self.params)
+    }
+    fn slots(&self) -> Vec<Slot<'_>> {
+        let mut s = vec![Slot::param("weight", &self.weight)];
+        s.extend(self.bias.as_ref().map(|b| Slot::param("bias", b)));
+        s
+    }
+}
+
+/// 2-D transposed convolution, as PyTorch's `nn.ConvTranspose2d` (square kernel, no groups).
+/// Weight `[c_in, c_out, k, k]` (PyTorch's layout: input channels first), optional bias
+/// `[c_out]`; PyTorch's default init, `U(±1/√fan_in)` where PyTorch's `fan_in` for this weight
+/// is `c_out·k²` (it reads dimension 1).
+pub struct ConvTranspose2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    params: ConvTranspose2dParams,
+}
+
+impl ConvTranspose2d {
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        params: ConvTranspose2dParams,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let op = "ConvTranspose2d";
+        positive(op, "c_in", c_in)?;
+        positive(op, "c_out", c_out)?;
+        positive(op, "kernel", kernel)?;
+        let bound = default_bound(c_out * kernel * kernel);
+        let weight = uniform(&[c_in, c_out, kernel, kernel], bound, rng)?;
+        let bias = if bias {
+            Some(uniform(&[c_out], bound, rng)?)
+        } else {
+            None
+        };
+        Ok(ConvTranspose2d {
+            weight,
+            bias,
+            params,
+        })
+    }
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    pub fn params(&self) -> ConvTranspose2dParams {
+        self.params
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn kind(&self) -> &'static str {
+        "ConvTranspose2d"
+    }
+    fn forward(&self, x: &Tensor, _: Mode) -> Result<Tensor> {
+        x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.params)
+    }
+    fn slots(&self) -> Vec<Slot<'_>> {
+        let mut s = vec![Slot::param("weight", &self.weight)];
+        s.extend(self.bias.as_ref().map(|b| Slot::param("bias", b)));
+        s
+    }
+}

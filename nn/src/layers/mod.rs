@@ -1,0 +1,15 @@
+//! The layers. Each is a [`crate::Module`] whose tensors have PyTorch's names and layouts.
+
+mod activation;
+mod container;
+mod conv;
+mod linear;
+mod norm;
+
+pub use activation::{
+    Flatten, LeakyReLU, PReLU, PixelShuffle, ReLU, Sigmoid, Tanh, UpsampleNearest,
+};
+pub use container::{Residual, Sequential};
+pub use conv::{Conv2d, ConvTranspose2d};
+pub use linear::Linear;
+pub use norm::BatchNorm2d;

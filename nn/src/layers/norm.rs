@@ -1,0 +1,151 @@
+//! `BatchNorm2d`.
+
+use crate::init::{constant, positive};
+use crate::module::{Mode, Module, Slot};
+use gantry_core::{DType, Device, Error, Result, Tensor};
+
+/// Batch normalisation over the channels of `[n, c, h, w]`, as PyTorch's `nn.BatchNorm2d`.
+///
+/// - **Training** ([`Mode::Train`]): normalises with the batch's mean and *biased* variance, then
+///   updates the running statistics with the *unbiased* variance,
+///   `running ← (1 − m)·running + m·batch`, where `m` is the momentum (0.1), or `1 /
+///   num_batches_tracked` (a cumulative average) when the momentum is `None`; and counts
+///   `num_batches_tracked` (an i64 scalar, as in PyTorch's checkpoints).
+/// - **Evaluation** ([`Mode::Eval`]): normalises with the running statistics.
+///
+/// Without running statistics ([`BatchNorm2d::without_running_stats`]) both modes use the
+/// batch's. The affine weight starts at 1 and the bias at 0.
+pub struct BatchNorm2d {
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    running: Option<Running>,
+    momentum: Option<f64>,
+    eps: f64,
+}
+
+struct Running {
+    mean: Tensor,
+    var: Tensor,
+    num_batches_tracked: Tensor,
+}
+
+impl BatchNorm2d {
+    /// Affine, with running statistics, momentum 0.1, eps 1e-5 (PyTorch's defaults).
+    pub fn new(channels: usize) -> Result<Self> {
+        positive("BatchNorm2d", "channels", channels)?;
+        let c = [channels];
+        Ok(BatchNorm2d {
+            weight: Some(constant(&c, 1.0)?),
+            bias: Some(constant(&c, 0.0)?),
+            running: Some(Running {
+                mean: Tensor::zeros(c, DType::F32, Device::Cpu)?,
+                var: Tensor::ones(c, DType::F32, Device::Cpu)?,
+                num_batches_tracked: Tensor::zeros((), DType::I64, Device::Cpu)?,
+            }),
+            momentum: Some(0.1),
+            eps: 1e-5,
+        })
+    }
+    /// `None` gives the cumulative moving average.
+    pub fn with_momentum(mut self, momentum: Option<f64>) -> Self {
+        self.momentum = momentum;
+        self
+    }
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// No learnable weight and bias (PyTorch's `affine=False`).
+    pub fn without_affine(mut self) -> Self {
+        self.weight = None;
+        self.bias = None;
+        self
+    }
+    /// No running statistics (PyTorch's `track_running_stats=False`).
+    pub fn without_running_stats(mut self) -> Self {
+        self.running = None;
+        self
+    }
+    pub fn weight(&self) -> Option<&Tensor> {
+        self.weight.as_ref()
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    pub fn running_mean(&self) -> Option<&Tensor> {
+        self.running.as_ref().map(|r| &r.mean)
+    }
+    pub fn running_var(&self) -> Option<&Tensor> {
+        self.running.as_ref().map(|r| &r.var)
+    }
+    /// How many training batches have updated the running statistics.
+    pub fn num_batches_tracked(&self) -> Option<u64> {
+        let r = self.running.as_ref()?;
+        r.num_batches_tracked.to_scalar().ok().map(|v| v as u64)
+    }
+
+    fn update_running(
+        &self,
+        r: &Running,
+        batch_mean: &Tensor,
+        batch_var: &Tensor,
+        count: usize,
+    ) -> Result<()> {
+        let tracked = r.num_batches_tracked.to_vec::<i64>()?[0] + 1;
+        r.num_batches_tracked
+            .set(&Tensor::from_vec(vec![tracked], (), Device::Cpu)?)?;
+        let m = self.momentum.unwrap_or(1.0 / tracked as f64);
+        // The running variance is the unbiased one: the biased batch variance times m/(m−1).
+        let unbias = count as f64 / (count as f64 - 1.0);
+        let blend = |running: &Tensor, batch: &Tensor, scale: f64| -> Result<()> {
+            let new: Vec<f64> = running
+                .to_f64_vec()?
+                .iter()
+                .zip(batch.to_f64_vec()?)
+                .map(|(&old, b)| (1.0 - m) * old + m * b * scale)
+                .collect();
+            let t = Tensor::from_vec(new, running.shape().clone(), Device::Cpu)?;
+            running.set(&t.to_dtype(running.dtype())?)
+        };
+        blend(&r.mean, batch_mean, 1.0)?;
+        blend(&r.var, batch_var, unbias)
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn kind(&self) -> &'static str {
+        "BatchNorm2d"
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if x.rank() != 4 {
+            return Err(Error::shape(
+                "BatchNorm2d",
+                format!("expected a 4-d input [n, c, h, w], got {}", x.shape()),
+            ));
+        }
+        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+        match (&self.running, mode) {
+            (Some(r), Mode::Eval) => x.batch_norm_eval(&r.mean, &r.var, w, b, self.eps),
+            (running, _) => {
+                let (y, stats) = x.batch_norm_train(w, b, self.eps)?;
+                if let (Some(r), Mode::Train) = (running, mode) {
+                    self.update_running(r, &stats.mean, &stats.var, stats.count)?;
+                }
+                Ok(y)
+            }
+        }
+    }
+
+    fn slots(&self) -> Vec<Slot<'_>> {
+        let mut s = Vec::new();
+        s.extend(self.weight.as_ref().map(|t| Slot::param("weight", t)));
+        s.extend(self.bias.as_ref().map(|t| Slot::param("bias", t)));
+        if let Some(r) = &self.running {
+            s.push(Slot::buffer("running_mean", &r.mean));
+            s.push(Slot::buffer("running_var", &r.var));
+            s.push(Slot::buffer("num_batches_tracked", &r.num_batches_tracked));
+        }
+        s
+    }
+}
