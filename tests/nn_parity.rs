@@ -477,6 +477,24 @@ impl Module for Generator {
 }
 
 #[test]
+fn numpy_written_npy_reads_back_and_round_trips() {
+    let noise = gantry::nn::npy::read_npy(format!("{DIR}/dcgan_noise.npy")).unwrap();
+    let want = &fixtures().by_name["dcgan.noise"];
+    assert_eq!(noise.dims(), &[4, 100, 1, 1]);
+    assert_eq!(
+        noise.to_vec::<f32>().unwrap(),
+        want.to_vec::<f32>().unwrap()
+    );
+    let path = tempdir("npy").join("z.npy");
+    gantry::nn::npy::write_npy(&path, &noise).unwrap();
+    // Byte for byte what NumPy wrote (same header layout, same data).
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(format!("{DIR}/dcgan_noise.npy")).unwrap()
+    );
+}
+
+#[test]
 fn pytorch_dcgan_generator_loads_and_reproduces_its_output() {
     let g = Generator::new(100, 64, 3, &mut Rng::new(0));
     let path = format!("{DIR}/dcgan_generator.safetensors");
