@@ -1,6 +1,7 @@
 //! The `gantry` command-line tool.
 
 mod bench;
+mod train_cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gantry::{DType, Device, Rng, Tensor};
@@ -24,6 +25,13 @@ enum Command {
     Info,
     /// Run a small forward and backward pass through every layer type as a smoke test.
     Check,
+    /// Train a model (`gantry train dcgan`).
+    Train {
+        #[command(subcommand)]
+        what: TrainWhat,
+    },
+    /// Sample a trained generator into a PNG grid (and optionally a .npy).
+    Generate(train_cli::GenerateArgs),
     /// Time kernels against a baseline measured in the same run (see `src/bench.rs`).
     Bench {
         /// What to time.
@@ -46,6 +54,12 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TrainWhat {
+    /// A DCGAN (Radford et al. 2015); with no arguments, on the built-in digits.
+    Dcgan(train_cli::TrainArgs),
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchWhat {
     /// Square f32 GEMMs: gantry vs ndarray's dot.
@@ -62,6 +76,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Check => check(),
+        Command::Train {
+            what: TrainWhat::Dcgan(args),
+        } => train_cli::train_dcgan(args),
+        Command::Generate(args) => train_cli::generate(args),
         Command::Bench {
             what,
             threads,

@@ -1,6 +1,10 @@
 //! # gantry-gan
 //!
-//! DCGAN and SRGAN models, data sets, trainers, metrics and sample grids, built on `gantry-nn`.
-//! Not written yet: this crate holds the place the trainers will live in.
+//! GAN models, data sets, trainers and sample grids, built on `gantry-nn`.
+
+pub mod data;
+pub mod dcgan;
+pub mod grid;
+pub mod train;
 
 pub use gantry_nn as nn;

@@ -1,0 +1,162 @@
+//! A folder tree of PNG/JPEG images.
+
+use super::{to_unit, Dataset};
+use gantry_core::{Error, Result};
+use image::imageops::FilterType;
+use std::path::{Path, PathBuf};
+
+/// Every PNG/JPEG under a folder, resized (shorter side to `size`, Lanczos) and centre-cropped
+/// to `size × size`, as RGB (`channels = 3`) or grayscale (`1`). Images are decoded once, up
+/// front, and kept as bytes. Unreadable files are skipped and counted.
+pub struct ImageFolder {
+    pixels: Vec<u8>,
+    count: usize,
+    size: usize,
+    channels: usize,
+    root: PathBuf,
+    /// Files that could not be decoded, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+fn is_image(p: &Path) -> bool {
+    matches!(
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        context: format!("listing {}", dir.display()),
+        source,
+    })?;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+impl ImageFolder {
+    pub fn open(root: impl AsRef<Path>, size: usize, channels: usize) -> Result<Self> {
+        let root = root.as_ref();
+        if size == 0 || !(channels == 1 || channels == 3) {
+            return Err(Error::invalid(
+                "image folder",
+                format!("size {size} with {channels} channels"),
+            ));
+        }
+        if !root.is_dir() {
+            return Err(Error::invalid(
+                "image folder",
+                format!("{} is not a folder", root.display()),
+            ));
+        }
+        let mut files = Vec::new();
+        walk(root, &mut files)?;
+        files.sort();
+        let mut pixels = Vec::new();
+        let mut skipped = Vec::new();
+        let mut count = 0;
+        for f in &files {
+            match image::open(f) {
+                Ok(img) => {
+                    let (w, h) = (img.width(), img.height());
+                    let scale = size as f64 / w.min(h) as f64;
+                    let (nw, nh) = (
+                        ((w as f64 * scale).round() as u32).max(size as u32),
+                        ((h as f64 * scale).round() as u32).max(size as u32),
+                    );
+                    let img = img.resize_exact(nw, nh, FilterType::Lanczos3);
+                    let (x0, y0) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
+                    let img = img.crop_imm(x0, y0, size as u32, size as u32);
+                    // Planar (CHW) bytes.
+                    if channels == 3 {
+                        let rgb = img.to_rgb8();
+                        for c in 0..3 {
+                            pixels.extend(rgb.pixels().map(|p| p.0[c]));
+                        }
+                    } else {
+                        pixels.extend(img.to_luma8().pixels().map(|p| p.0[0]));
+                    }
+                    count += 1;
+                }
+                Err(e) => skipped.push((f.clone(), e.to_string())),
+            }
+        }
+        if count == 0 {
+            return Err(Error::invalid(
+                "image folder",
+                format!(
+                    "no readable PNG/JPEG images in {} ({} files found, {} unreadable)",
+                    root.display(),
+                    files.len(),
+                    skipped.len()
+                ),
+            ));
+        }
+        Ok(ImageFolder {
+            pixels,
+            count,
+            size,
+            channels,
+            root: root.to_path_buf(),
+            skipped,
+        })
+    }
+
+    /// One line naming the first few unreadable files, if any.
+    pub fn skipped_warning(&self) -> Option<String> {
+        if self.skipped.is_empty() {
+            return None;
+        }
+        let first: Vec<String> = self
+            .skipped
+            .iter()
+            .take(3)
+            .map(|(p, e)| format!("{} ({e})", p.display()))
+            .collect();
+        Some(format!(
+            "skipped {} unreadable file(s) in {}: {}{}",
+            self.skipped.len(),
+            self.root.display(),
+            first.join(", "),
+            if self.skipped.len() > 3 { ", …" } else { "" }
+        ))
+    }
+}
+
+impl Dataset for ImageFolder {
+    fn len(&self) -> usize {
+        self.count
+    }
+    fn channels(&self) -> usize {
+        self.channels
+    }
+    fn image_size(&self) -> usize {
+        self.size
+    }
+    fn load(&self, i: usize, out: &mut [f32]) -> Result<()> {
+        let per = self.channels * self.size * self.size;
+        for (o, &v) in out.iter_mut().zip(&self.pixels[i * per..(i + 1) * per]) {
+            *o = to_unit(v);
+        }
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        format!(
+            "image folder {} ({} images, {s}x{s}, {} channels)",
+            self.root.display(),
+            self.count,
+            self.channels,
+            s = self.size
+        )
+    }
+}

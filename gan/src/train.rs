@@ -1,0 +1,494 @@
+//! The DCGAN training loop and its run folder.
+//!
+//! One step is the paper's (and pytorch/examples'):
+//!
+//! 1. **D step**: `loss_D = BCE(D(x), 1) + BCE(D(G(z).detach()), 0)`; Adam steps D only.
+//! 2. **G step**: `loss_G = BCE(D(G(z)), 1)`, the non-saturating generator loss, through the
+//!    just-updated D; the gradient reaches D's weights too, but G's optimizer steps G only.
+//!
+//! A run folder holds:
+//!
+//! ```text
+//! runs/<name>/
+//!   samples/step_000500.png     a grid from a fixed noise batch (generator in eval mode)
+//!   checkpoint/latest           the name of the newest complete checkpoint folder
+//!   checkpoint/step_000500/     generator.safetensors, discriminator.safetensors,
+//!                               opt_g.safetensors, opt_d.safetensors, state.json
+//!   metrics.csv                 step,epoch,loss_d,loss_g,d_x,d_g_z,images_per_s
+//! ```
+//!
+//! A checkpoint folder is written completely before `latest` is switched to it (atomically),
+//! so an interruption at any moment leaves the previous checkpoint usable. `state.json` holds
+//! the step, the configuration and the noise generator's state: with the data order drawn
+//! from `(seed, epoch)`, that is everything a resumed run needs to continue exactly where the
+//! checkpoint was taken (bit for bit on the CPU).
+
+use crate::data::{Dataset, Loader};
+use crate::dcgan::{dcgan_pair, DcganConfig, Discriminator, Generator};
+use crate::grid::save_grid;
+use gantry_core::{no_grad, DType, Device, Error, Result, Rng, Tensor};
+use gantry_nn::checkpoint::{self, write_atomic};
+use gantry_nn::loss::{bce_with_logits_smoothed, Reduction};
+use gantry_nn::{Adam, AdamConfig, Mode, Module, Optimizer};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything that defines a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub model: DcganConfig,
+    pub batch_size: usize,
+    /// Adam's learning rate for both networks (the paper: 2e-4).
+    pub lr: f64,
+    /// Adam's betas (the paper: 0.5, 0.999).
+    pub betas: (f64, f64),
+    /// Total optimisation steps (one D and one G update each).
+    pub steps: u64,
+    pub seed: u64,
+    /// Write a sample grid every this many steps (and at the end).
+    pub sample_every: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Images in the sample grid.
+    pub samples: usize,
+    /// One-sided label smoothing of the real targets (0 = none).
+    pub label_smoothing: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            model: DcganConfig::default(),
+            batch_size: 64,
+            lr: 2e-4,
+            betas: (0.5, 0.999),
+            steps: 1000,
+            seed: 0,
+            sample_every: 200,
+            checkpoint_every: 500,
+            samples: 64,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn to_json(&self) -> Value {
+        let m = &self.model;
+        json!({
+            "image_size": m.image_size, "nc": m.nc, "nz": m.nz, "ngf": m.ngf, "ndf": m.ndf,
+            "batch_size": self.batch_size, "lr": self.lr, "beta1": self.betas.0,
+            "beta2": self.betas.1, "steps": self.steps, "seed": self.seed,
+            "sample_every": self.sample_every, "checkpoint_every": self.checkpoint_every,
+            "samples": self.samples, "label_smoothing": self.label_smoothing,
+        })
+    }
+
+    fn from_json(v: &Value) -> Result<Self> {
+        let bad = |k: &str| {
+            Error::invalid(
+                "resume",
+                format!("state.json: missing or bad config field {k}"),
+            )
+        };
+        let u = |k: &str| v[k].as_u64().ok_or_else(|| bad(k));
+        let f = |k: &str| v[k].as_f64().ok_or_else(|| bad(k));
+        Ok(TrainConfig {
+            model: DcganConfig {
+                image_size: u("image_size")? as usize,
+                nc: u("nc")? as usize,
+                nz: u("nz")? as usize,
+                ngf: u("ngf")? as usize,
+                ndf: u("ndf")? as usize,
+            },
+            batch_size: u("batch_size")? as usize,
+            lr: f("lr")?,
+            betas: (f("beta1")?, f("beta2")?),
+            steps: u("steps")?,
+            seed: u("seed")?,
+            sample_every: u("sample_every")?,
+            checkpoint_every: u("checkpoint_every")?,
+            samples: u("samples")? as usize,
+            label_smoothing: f("label_smoothing")?,
+        })
+    }
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    pub step: u64,
+    pub epoch: u64,
+    pub loss_d: f64,
+    pub loss_g: f64,
+    /// Mean D(x) on the real batch (a probability).
+    pub d_x: f64,
+    /// Mean D(G(z)) on the fake batch, before the D update.
+    pub d_g_z: f64,
+    pub images_per_s: f64,
+}
+
+/// Things the trainer tells its caller about (the CLI draws a progress bar from them).
+pub enum Event<'a> {
+    Started {
+        start_step: u64,
+        total_steps: u64,
+        batches_per_epoch: usize,
+    },
+    Step(&'a StepStats),
+    Sample(&'a Path),
+    Checkpoint(&'a Path),
+}
+
+/// The result of [`train`].
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub steps: u64,
+    pub last_sample: Option<PathBuf>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+/// The networks and optimizers of a run.
+pub struct Dcgan {
+    pub g: Generator,
+    pub d: Discriminator,
+    pub opt_g: Adam,
+    pub opt_d: Adam,
+}
+
+impl Dcgan {
+    /// Fresh DCGAN-initialised networks (weights drawn from `(seed)`).
+    pub fn new(config: &TrainConfig) -> Result<Self> {
+        let mut rng = Rng::with_stream(config.seed, 1);
+        let (g, d) = dcgan_pair(config.model, &mut rng)?;
+        let adam = AdamConfig {
+            lr: config.lr,
+            betas: config.betas,
+            ..Default::default()
+        };
+        let opt_g = Adam::new(gantry_nn::ModuleExt::named_parameters(&g), adam)?;
+        let opt_d = Adam::new(gantry_nn::ModuleExt::named_parameters(&d), adam)?;
+        Ok(Dcgan { g, d, opt_g, opt_d })
+    }
+
+    /// One D and one G update on a real batch. `rng` draws the noise.
+    pub fn step(&mut self, real: &Tensor, rng: &mut Rng, smoothing: f64) -> Result<StepStats> {
+        let n = real.dims()[0];
+        let nz = self.g.config.nz;
+        let z = Tensor::randn([n, nz, 1, 1], 0.0, 1.0, DType::F32, Device::Cpu, rng)?;
+        let ones = Tensor::ones([n], DType::F32, Device::Cpu)?;
+        let zeros = Tensor::zeros([n], DType::F32, Device::Cpu)?;
+        let mean_prob =
+            |logits: &Tensor| -> Result<f64> { logits.sigmoid()?.mean_all()?.to_scalar() };
+
+        // D step: real batch and detached fakes, as two separate batches (separate BN stats).
+        let fake = self.g.forward(&z, Mode::Train)?;
+        let real_logits = self.d.forward(real, Mode::Train)?;
+        let fake_logits = self.d.forward(&fake.detach(), Mode::Train)?;
+        let loss_d =
+            bce_with_logits_smoothed(&real_logits, &ones, smoothing, Reduction::Mean)?.add(
+                &bce_with_logits_smoothed(&fake_logits, &zeros, 0.0, Reduction::Mean)?,
+            )?;
+        let loss_d_value = loss_d.to_scalar()?;
+        let (d_x, d_g_z) = (mean_prob(&real_logits)?, mean_prob(&fake_logits)?);
+        if !loss_d_value.is_finite() {
+            return Err(non_finite("discriminator", loss_d_value));
+        }
+        let grads_d = loss_d.backward()?;
+        drop((loss_d, real_logits, fake_logits));
+        self.opt_d.step(&grads_d)?;
+        drop(grads_d);
+
+        // G step: the non-saturating loss through the updated D.
+        let loss_g = bce_with_logits_smoothed(
+            &self.d.forward(&fake, Mode::Train)?,
+            &ones,
+            0.0,
+            Reduction::Mean,
+        )?;
+        let loss_g_value = loss_g.to_scalar()?;
+        if !loss_g_value.is_finite() {
+            return Err(non_finite("generator", loss_g_value));
+        }
+        let grads_g = loss_g.backward()?;
+        self.opt_g.step(&grads_g)?;
+        Ok(StepStats {
+            step: 0,
+            epoch: 0,
+            loss_d: loss_d_value,
+            loss_g: loss_g_value,
+            d_x,
+            d_g_z,
+            images_per_s: 0.0,
+        })
+    }
+
+    fn save(&self, dir: &Path, state: &Value) -> Result<()> {
+        checkpoint::save(&self.g, dir.join("generator.safetensors"))?;
+        checkpoint::save(&self.d, dir.join("discriminator.safetensors"))?;
+        self.opt_g.save(&dir.join("opt_g.safetensors"))?;
+        self.opt_d.save(&dir.join("opt_d.safetensors"))?;
+        let text = serde_json::to_string_pretty(state).expect("JSON values serialise");
+        write_atomic(&dir.join("state.json"), text.as_bytes())
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        checkpoint::load(&self.g, dir.join("generator.safetensors"))?;
+        checkpoint::load(&self.d, dir.join("discriminator.safetensors"))?;
+        self.opt_g.load(&dir.join("opt_g.safetensors"))?;
+        self.opt_d.load(&dir.join("opt_d.safetensors"))
+    }
+}
+
+fn non_finite(which: &str, v: f64) -> Error {
+    Error::invalid(
+        "train",
+        format!("the {which} loss became {v}; training stopped"),
+    )
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+/// The newest complete checkpoint folder of a run, if any.
+pub fn latest_checkpoint(run: &Path) -> Result<Option<PathBuf>> {
+    let latest = run.join("checkpoint").join("latest");
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name =
+        std::fs::read_to_string(&latest).map_err(io(format!("reading {}", latest.display())))?;
+    Ok(Some(run.join("checkpoint").join(name.trim())))
+}
+
+/// Reads a checkpoint folder's `state.json`.
+pub fn read_state(dir: &Path) -> Result<Value> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::invalid("resume", format!("{}: {e}", path.display())))
+}
+
+const METRICS_HEADER: &str = "step,epoch,loss_d,loss_g,d_x,d_g_z,images_per_s";
+
+/// Trains a DCGAN on `data` in the run folder `run`. With `resume`, continues from the run's
+/// latest checkpoint (its configuration wins over `config`, except for `steps`, which may be
+/// raised to train longer).
+pub fn train(
+    config: &TrainConfig,
+    data: Arc<dyn Dataset>,
+    run: &Path,
+    resume: bool,
+    mut on_event: impl FnMut(Event),
+) -> Result<Summary> {
+    let t0 = Instant::now();
+    let mut config = config.clone();
+    let mut net;
+    let mut rng;
+    let mut step;
+    if resume {
+        let dir = latest_checkpoint(run)?.ok_or_else(|| {
+            Error::invalid(
+                "resume",
+                format!("{} has no checkpoint to resume from", run.display()),
+            )
+        })?;
+        let state = read_state(&dir)?;
+        let steps = config.steps;
+        config = TrainConfig::from_json(&state["config"])?;
+        config.steps = config.steps.max(steps);
+        net = Dcgan::new(&config)?;
+        net.load(&dir)?;
+        step = state["step"]
+            .as_u64()
+            .ok_or_else(|| Error::invalid("resume", "state.json: no step"))?;
+        let r = &state["rng"];
+        let (s, inc) = (r[0].as_str(), r[1].as_str());
+        let parse = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
+        rng = match (parse(s), parse(inc)) {
+            (Some(s), Some(inc)) => Rng::from_state(s, inc),
+            _ => return Err(Error::invalid("resume", "state.json: bad rng state")),
+        };
+        truncate_metrics(&run.join("metrics.csv"), step)?;
+    } else {
+        if latest_checkpoint(run)?.is_some() {
+            return Err(Error::invalid(
+                "train",
+                format!(
+                    "{} already holds a run; pass --resume to continue it, or choose another --out",
+                    run.display()
+                ),
+            ));
+        }
+        net = Dcgan::new(&config)?;
+        rng = Rng::with_stream(config.seed, 2);
+        step = 0;
+        std::fs::create_dir_all(run).map_err(io(format!("creating {}", run.display())))?;
+        write_atomic(
+            &run.join("metrics.csv"),
+            format!("{METRICS_HEADER}\n").as_bytes(),
+        )?;
+    }
+    let m = config.model;
+    if (data.channels(), data.image_size()) != (m.nc, m.image_size) {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "the data has {} channel(s) of {s}x{s} but the model wants {} of {t}x{t}",
+                data.channels(),
+                m.nc,
+                s = data.image_size(),
+                t = m.image_size
+            ),
+        ));
+    }
+    for sub in ["samples", "checkpoint"] {
+        std::fs::create_dir_all(run.join(sub))
+            .map_err(io(format!("creating {}", run.join(sub).display())))?;
+    }
+    let fixed_noise = Tensor::randn(
+        [config.samples, m.nz, 1, 1],
+        0.0,
+        1.0,
+        DType::F32,
+        Device::Cpu,
+        &mut Rng::with_stream(config.seed, 3),
+    )?;
+
+    let bpe = (data.len() / config.batch_size.max(1)) as u64;
+    on_event(Event::Started {
+        start_step: step,
+        total_steps: config.steps,
+        batches_per_epoch: bpe as usize,
+    });
+    let mut metrics = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.join("metrics.csv"))
+        .map_err(io(format!("opening {}", run.join("metrics.csv").display())))?;
+    let mut summary = Summary {
+        steps: step,
+        last_sample: None,
+        last_checkpoint: None,
+        seconds: 0.0,
+    };
+    while step < config.steps {
+        let epoch = step / bpe.max(1);
+        let loader = Loader::new(
+            data.clone(),
+            config.batch_size,
+            config.seed,
+            epoch,
+            (step % bpe.max(1)) as usize,
+        )?;
+        for real in loader {
+            let real = real?;
+            let t = Instant::now();
+            let mut stats =
+                net.step(&real, &mut rng, config.label_smoothing)
+                    .map_err(|e| match e {
+                        Error::Invalid { op: "train", msg } => Error::invalid(
+                            "train",
+                            format!(
+                                "{msg} at step {}; the last good checkpoint is {}",
+                                step + 1,
+                                latest_checkpoint(run)
+                                    .ok()
+                                    .flatten()
+                                    .map_or("none".into(), |p| p.display().to_string())
+                            ),
+                        ),
+                        e => e,
+                    })?;
+            step += 1;
+            stats.step = step;
+            stats.epoch = epoch;
+            stats.images_per_s = real.dims()[0] as f64 / t.elapsed().as_secs_f64();
+            use std::io::Write;
+            writeln!(
+                metrics,
+                "{},{},{:.6},{:.6},{:.6},{:.6},{:.1}",
+                stats.step,
+                stats.epoch,
+                stats.loss_d,
+                stats.loss_g,
+                stats.d_x,
+                stats.d_g_z,
+                stats.images_per_s
+            )
+            .map_err(io("writing metrics.csv".into()))?;
+            on_event(Event::Step(&stats));
+            let last = step == config.steps;
+            if step % config.sample_every.max(1) == 0 || last {
+                let path = run.join("samples").join(format!("step_{step:06}.png"));
+                let images = no_grad(|| net.g.forward(&fixed_noise, Mode::Eval))?;
+                save_grid(&images, &path)?;
+                on_event(Event::Sample(&path));
+                summary.last_sample = Some(path);
+            }
+            if step % config.checkpoint_every.max(1) == 0 || last {
+                let name = format!("step_{step:06}");
+                let dir = run.join("checkpoint").join(&name);
+                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+                let (s, inc) = rng.state();
+                let state = json!({
+                    "step": step,
+                    "epoch": epoch,
+                    "rng": [s.to_string(), inc.to_string()],
+                    "data": data.describe(),
+                    "config": config.to_json(),
+                });
+                net.save(&dir, &state)?;
+                let previous = latest_checkpoint(run)?;
+                write_atomic(&run.join("checkpoint").join("latest"), name.as_bytes())?;
+                // Keep the newest two complete checkpoints.
+                if let Some(prev) = previous {
+                    prune_checkpoints(run, &[&dir, &prev]);
+                }
+                on_event(Event::Checkpoint(&dir));
+                summary.last_checkpoint = Some(dir);
+            }
+            if last {
+                break;
+            }
+        }
+    }
+    summary.steps = step;
+    summary.seconds = t0.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Removes checkpoint folders other than `keep`.
+fn prune_checkpoints(run: &Path, keep: &[&Path]) {
+    let Ok(entries) = std::fs::read_dir(run.join("checkpoint")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && !keep.iter().any(|k| *k == p) {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
+/// Drops metric rows after `step` (a resumed run rewrites them).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|_| format!("{METRICS_HEADER}\n"));
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let keep = i == 0
+            || line
+                .split(',')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_some_and(|s| s <= step);
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    write_atomic(path, out.as_bytes())
+}
