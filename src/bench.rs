@@ -328,3 +328,58 @@ pub fn conv(batch: usize, threads: usize, peak: f64, layers: Option<&str>) -> Ve
     }
     rows
 }
+
+/// Full DCGAN training steps (D step + G step, Adam included) on random data: the figure to
+/// compare with PyTorch's step time (`benches/pytorch_dcgan_step.py`). Returns the JSON object.
+pub fn dcgan(
+    batch: usize,
+    image_size: usize,
+    threads: usize,
+    iters: usize,
+) -> gantry::Result<String> {
+    use gantry::gan::dcgan::DcganConfig;
+    use gantry::gan::train::{Dcgan, TrainConfig};
+    use gantry::{DType, Device, Rng, Tensor};
+    let config = TrainConfig {
+        model: DcganConfig {
+            image_size,
+            ..DcganConfig::default()
+        },
+        batch_size: batch,
+        ..TrainConfig::default()
+    };
+    let mut net = Dcgan::new(&config)?;
+    let mut rng = Rng::new(0);
+    let real = Tensor::rand(
+        [batch, 3, image_size, image_size],
+        -1.0,
+        1.0,
+        DType::F32,
+        Device::Cpu,
+        &mut rng,
+    )?;
+    for _ in 0..2 {
+        net.step(&real, &mut rng, 0.0)?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t = std::time::Instant::now();
+        net.step(&real, &mut rng, 0.0)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+    Ok(serde_json::json!({
+        "model": "dcgan",
+        "batch_size": batch,
+        "image_size": image_size,
+        "nz": 100, "ngf": 64, "ndf": 64, "nc": 3,
+        "threads": threads,
+        "device": "cpu",
+        "iters": ms.len(),
+        "step_ms": median,
+        "step_ms_min": ms[0],
+        "images_per_s": batch as f64 / (median / 1e3),
+    })
+    .to_string())
+}

@@ -51,6 +51,12 @@ enum Command {
         /// Only the conv layers whose name contains this text.
         #[arg(long)]
         layer: Option<String>,
+        /// Image size of the DCGAN step bench.
+        #[arg(long, default_value_t = 64)]
+        image_size: usize,
+        /// Timed steps of the DCGAN step bench (after 2 warm-up steps).
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
     },
 }
 
@@ -66,6 +72,8 @@ enum BenchWhat {
     Gemm,
     /// The DCGAN and SRResNet conv layers: gantry vs im2col + ndarray.
     Conv,
+    /// Whole DCGAN training steps (64x64 RGB, nz 100, ngf = ndf = 64): one JSON object.
+    Dcgan,
 }
 
 fn main() -> ExitCode {
@@ -87,7 +95,21 @@ fn main() -> ExitCode {
             sizes,
             batch_size,
             layer,
-        } => run_bench(what, threads, json, &sizes, batch_size, layer.as_deref()),
+            image_size,
+            iters,
+        } => {
+            if let BenchWhat::Dcgan = what {
+                let threads = threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                train_cli::with_threads(Some(threads), || {
+                    bench::dcgan(batch_size, image_size, threads, iters)
+                })
+                .and_then(|r| r)
+                .map(|json| println!("{json}"))
+            } else {
+                run_bench(what, threads, json, &sizes, batch_size, layer.as_deref())
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +148,7 @@ fn run_bench(
         let rows = match what {
             BenchWhat::Gemm => bench::gemm(sizes, threads, peak),
             BenchWhat::Conv => bench::conv(batch, threads, peak, layer),
+            BenchWhat::Dcgan => unreachable!("handled before"),
         };
         if json {
             let body: Vec<String> = rows.iter().map(|r| r.json()).collect();

@@ -1,0 +1,74 @@
+"""PyTorch's DCGAN training step on this CPU, to compare with `gantry bench dcgan`.
+
+Same model (pytorch/examples DCGAN, 64x64 RGB, nz=100, ngf=ndf=64, discriminator ending in
+logits with BCEWithLogits), same step (D on real + detached fake, G non-saturating, Adam 2e-4
+(0.5, 0.999)), random data, 2 warm-up steps, median of the timed steps. Prints one JSON object
+with the same keys as `gantry bench dcgan --json`.
+
+    python benches/pytorch_dcgan_step.py --threads 2 --batch-size 64 --iters 10
+"""
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+
+p = argparse.ArgumentParser()
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--batch-size", type=int, default=64)
+p.add_argument("--image-size", type=int, default=64)
+p.add_argument("--iters", type=int, default=10)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+nz, ngf, ndf, nc = 100, 64, 64, 3
+blocks = a.image_size.bit_length() - 1 - 3
+
+g_layers = [nn.ConvTranspose2d(nz, ngf << blocks, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf << blocks), nn.ReLU(True)]
+ch = ngf << blocks
+for _ in range(blocks):
+    g_layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+    ch //= 2
+g_layers += [nn.ConvTranspose2d(ch, nc, 4, 2, 1, bias=False), nn.Tanh()]
+G = nn.Sequential(*g_layers)
+d_layers = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+ch = ndf
+for _ in range(blocks):
+    d_layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, inplace=True)]
+    ch *= 2
+d_layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False)]
+D = nn.Sequential(*d_layers)
+opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+loss = nn.BCEWithLogitsLoss()
+real = torch.rand(a.batch_size, nc, a.image_size, a.image_size) * 2 - 1
+ones, zeros = torch.ones(a.batch_size), torch.zeros(a.batch_size)
+
+
+def step():
+    z = torch.randn(a.batch_size, nz, 1, 1)
+    fake = G(z)
+    D.zero_grad()
+    ld = loss(D(real).view(-1), ones) + loss(D(fake.detach()).view(-1), zeros)
+    ld.backward()
+    opt_d.step()
+    G.zero_grad()
+    lg = loss(D(fake).view(-1), ones)
+    lg.backward()
+    opt_g.step()
+
+
+for _ in range(2):
+    step()
+ms = []
+for _ in range(a.iters):
+    t = time.perf_counter()
+    step()
+    ms.append((time.perf_counter() - t) * 1e3)
+ms.sort()
+med = ms[len(ms) // 2]
+print(json.dumps({"model": "dcgan", "framework": f"torch {torch.__version__}", "batch_size": a.batch_size,
+                  "image_size": a.image_size, "threads": a.threads, "device": "cpu", "iters": len(ms),
+                  "step_ms": med, "step_ms_min": ms[0], "images_per_s": a.batch_size / (med / 1e3)}))
