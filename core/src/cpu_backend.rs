@@ -31,6 +31,17 @@ macro_rules! with_float {
     };
 }
 
+/// The fast CPU kernel for f32, the reference for f64 (what the gradient checks run).
+macro_rules! fast_or_reference {
+    ($T:ty, $($fast:ident)::+, $reference:path) => {
+        if <$T as gantry_kernels::Float>::NAME == "f32" {
+            gantry_kernels::$($fast)::+::<$T>
+        } else {
+            $reference
+        }
+    };
+}
+
 /// Views `s` as `[T]`; the caller has checked dtypes agree, so a mismatch here is a bug.
 fn view<'a, T: CpuElem>(op: &'static str, s: &'a CpuStorage) -> Result<&'a [T]> {
     T::slice(s).ok_or_else(|| Error::dtype_mismatch(op, T::DTYPE, s.dtype()))
@@ -66,7 +77,7 @@ pub fn unary(x: &CpuStorage, op: UnaryOp) -> Result<CpuStorage> {
     with_float!(op.name(), x.dtype(), T => {
         let x = view::<T>(op.name(), x)?;
         let mut y = zeros::<T>(x.len());
-        k::unary(op, x, &mut y);
+        fast_or_reference!(T, elementwise::cpu::unary, k::unary)(op, x, &mut y);
         Ok(T::wrap(y))
     })
 }
@@ -81,7 +92,7 @@ pub fn unary_backward(
         let n = op.name();
         let (x, y, dy) = (view::<T>(n, x)?, view::<T>(n, y)?, view::<T>(n, dy)?);
         let mut dx = zeros::<T>(x.len());
-        k::unary_backward(op, x, y, dy, &mut dx);
+        fast_or_reference!(T, elementwise::cpu::unary_backward, k::unary_backward)(op, x, y, dy, &mut dx);
         Ok(T::wrap(dx))
     })
 }
@@ -95,7 +106,7 @@ pub fn binary(
     with_float!(op.name(), a.dtype(), T => {
         let (a, b) = (view::<T>(op.name(), a)?, view::<T>(op.name(), b)?);
         let mut out = zeros::<T>(geom.out_len());
-        k::binary(op, a, b, geom, &mut out);
+        fast_or_reference!(T, elementwise::cpu::binary, k::binary)(op, a, b, geom, &mut out);
         Ok(T::wrap(out))
     })
 }
@@ -253,7 +264,7 @@ pub fn batch_norm_stats(x: &CpuStorage, geom: &BatchNormGeom) -> Result<(CpuStor
     with_float!("batch_norm", x.dtype(), T => {
         let x = view::<T>("batch_norm", x)?;
         let (mut m, mut v) = (zeros::<T>(geom.c), zeros::<T>(geom.c));
-        k::batch_norm_stats(x, geom, &mut m, &mut v);
+        fast_or_reference!(T, batch_norm::cpu::batch_norm_stats, k::batch_norm_stats)(x, geom, &mut m, &mut v);
         Ok((T::wrap(m), T::wrap(v)))
     })
 }
@@ -274,7 +285,7 @@ pub fn batch_norm_forward(
         let w = w.map(|s| view::<T>(op, s)).transpose()?;
         let b = b.map(|s| view::<T>(op, s)).transpose()?;
         let mut y = zeros::<T>(x.len());
-        k::batch_norm_forward(x, mean, var, w, b, eps, geom, &mut y);
+        fast_or_reference!(T, batch_norm::cpu::batch_norm_forward, k::batch_norm_forward)(x, mean, var, w, b, eps, geom, &mut y);
         Ok(T::wrap(y))
     })
 }
@@ -296,7 +307,7 @@ pub fn batch_norm_backward(
         let (mean, var) = (view::<T>(op, mean)?, view::<T>(op, var)?);
         let w = w.map(|s| view::<T>(op, s)).transpose()?;
         let (mut dx, mut dw, mut db) = (zeros::<T>(x.len()), zeros::<T>(geom.c), zeros::<T>(geom.c));
-        k::batch_norm_backward(x, dy, mean, var, w, eps, training, geom, &mut dx, &mut dw, &mut db);
+        fast_or_reference!(T, batch_norm::cpu::batch_norm_backward, k::batch_norm_backward)(x, dy, mean, var, w, eps, training, geom, &mut dx, &mut dw, &mut db);
         Ok((T::wrap(dx), T::wrap(dw), T::wrap(db)))
     })
 }

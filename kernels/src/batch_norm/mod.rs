@@ -1,6 +1,7 @@
 //! Batch normalisation over the channel axis of an `[n, c, inner…]` buffer (`inner` = H·W for
 //! images).
 
+pub mod cpu;
 pub mod reference;
 
 /// `n` samples, `c` channels, `inner` elements per channel per sample. Channel `k` of sample `b`

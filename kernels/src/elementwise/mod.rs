@@ -1,6 +1,7 @@
 //! Elementwise ops: unary maps (activations, `exp`, scalar arithmetic …), their derivatives,
 //! broadcasting binary ops, and the per-channel PReLU.
 
+pub mod cpu;
 pub mod reference;
 
 use crate::Float;
