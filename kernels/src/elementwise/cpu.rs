@@ -1,6 +1,6 @@
 //! Fast elementwise kernels: the reference loops, split over threads in chunks.
 //!
-//! Each chunk runs the reference's own per-element code, so results are identical to the
+//! Each chunk runs the reference's own per-element formulas, so results are identical to the
 //! reference bit for bit; the gain is that all cores work, and that the common same-shape and
 //! scalar cases of a binary op skip the reference's general strided walk (which builds an
 //! offset per element). Chunks are large enough (16 Ki elements) that rayon's scheduling is
@@ -12,6 +12,45 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
+/// Runs `$body` with `$op` rebound to a copy of `op` built from a literal variant, so that
+/// after inlining the compiler sees which variant it is: the per-element `match` in
+/// `UnaryOp::apply` folds away and the simple ops (relu, leaky relu, scalar add and multiply)
+/// vectorise.
+macro_rules! specialise {
+    ($op:ident => $body:expr) => {
+        match $op {
+            UnaryOp::Relu => {
+                let $op = UnaryOp::Relu;
+                $body
+            }
+            UnaryOp::LeakyRelu(s) => {
+                let $op = UnaryOp::LeakyRelu(s);
+                $body
+            }
+            UnaryOp::Tanh => {
+                let $op = UnaryOp::Tanh;
+                $body
+            }
+            UnaryOp::Sigmoid => {
+                let $op = UnaryOp::Sigmoid;
+                $body
+            }
+            UnaryOp::MulScalar(c) => {
+                let $op = UnaryOp::MulScalar(c);
+                $body
+            }
+            UnaryOp::AddScalar(c) => {
+                let $op = UnaryOp::AddScalar(c);
+                $body
+            }
+            other => {
+                let $op = other;
+                $body
+            }
+        }
+    };
+}
+
 /// `out[i] = op(x[i])`, in parallel chunks.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
     assert_eq!(
@@ -20,9 +59,11 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
         "{}: input and output lengths differ",
         op.name()
     );
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, x)| reference::unary(op, x, o));
+    specialise!(op => out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| {
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = op.apply(v);
+        }
+    }))
 }
 
 /// `dx[i] = dy[i] · op'(x[i])`, in parallel chunks.
@@ -33,10 +74,13 @@ pub fn unary_backward<T: Float>(op: UnaryOp, x: &[T], y: &[T], dy: &[T], dx: &mu
         "{}_backward: buffer lengths differ",
         op.name()
     );
-    dx.par_chunks_mut(CHUNK).enumerate().for_each(|(c, d)| {
+    specialise!(op => dx.par_chunks_mut(CHUNK).enumerate().for_each(|(c, d)| {
         let r = c * CHUNK..c * CHUNK + d.len();
-        reference::unary_backward(op, &x[r.clone()], &y[r.clone()], &dy[r], d);
-    });
+        let (x, y, dy) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+        for i in 0..d.len() {
+            d[i] = dy[i] * op.derivative(x[i], y[i]);
+        }
+    }))
 }
 
 /// `out = op(lhs, rhs)` with broadcasting. Same-shape operands and a scalar on either side
