@@ -523,34 +523,24 @@ fn pytorch_dcgan_generator_loads_and_reproduces_its_output() {
         assert_eq!(bits(&a.tensor), bits(&b.tensor), "{}", a.name);
     }
     // The PyTorch file and gantry's hold the same names, shapes, dtypes and values.
-    let theirs = load_tensors(&path).unwrap();
-    let ours = load_tensors(&copy).unwrap();
-    let mut a: Vec<_> = theirs
-        .tensors
-        .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                t.dims().to_vec(),
-                t.dtype(),
-                t.to_f64_vec().unwrap(),
-            )
-        })
-        .collect();
-    let mut b: Vec<_> = ours
-        .tensors
-        .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                t.dims().to_vec(),
-                t.dtype(),
-                t.to_f64_vec().unwrap(),
-            )
-        })
-        .collect();
-    a.sort_by(|x, y| x.0.cmp(&y.0));
-    b.sort_by(|x, y| x.0.cmp(&y.0));
+    let contents = |file: &str| {
+        let mut v: Vec<_> = load_tensors(file)
+            .unwrap()
+            .tensors
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    t.dims().to_vec(),
+                    t.dtype(),
+                    t.to_f64_vec().unwrap(),
+                )
+            })
+            .collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    };
+    let (a, b) = (contents(&path), contents(copy.to_str().unwrap()));
     assert!(a == b, "gantry's checkpoint differs from PyTorch's");
     std::fs::remove_dir_all(dir).ok();
 }

@@ -4,6 +4,25 @@ use crate::init::{default_bound, positive, uniform};
 use crate::module::{Mode, Module, Slot};
 use gantry_core::{Conv2dParams, ConvTranspose2dParams, Result, Rng, Tensor};
 
+/// Checks the sizes and draws PyTorch's default init: weight `shape` and an optional bias of
+/// `bias_len`, both `U(±1/√fan_in)`.
+fn conv_init(
+    op: &'static str,
+    sizes: [usize; 3],
+    shape: [usize; 4],
+    fan_in: usize,
+    bias_len: Option<usize>,
+    rng: &mut Rng,
+) -> Result<(Tensor, Option<Tensor>)> {
+    for (what, v) in ["c_in", "c_out", "kernel"].iter().zip(sizes) {
+        positive(op, what, v)?;
+    }
+    let bound = default_bound(fan_in);
+    let weight = uniform(&shape, bound, rng)?;
+    let bias = bias_len.map(|n| uniform(&[n], bound, rng)).transpose()?;
+    Ok((weight, bias))
+}
+
 /// 2-D convolution, as PyTorch's `nn.Conv2d` (square kernel, no groups). Weight
 /// `[c_out, c_in, k, k]`, optional bias `[c_out]`; both from PyTorch's default init,
 /// `U(±1/√fan_in)` with `fan_in = c_in·k²`.
@@ -22,17 +41,14 @@ impl Conv2d {
         bias: bool,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let op = "Conv2d";
-        positive(op, "c_in", c_in)?;
-        positive(op, "c_out", c_out)?;
-        positive(op, "kernel", kernel)?;
-        let bound = default_bound(c_in * kernel * kernel);
-        let weight = uniform(&[c_out, c_in, kernel, kernel], bound, rng)?;
-        let bias = if bias {
-            Some(uniform(&[c_out], bound, rng)?)
-        } else {
-            None
-        };
+        let (weight, bias) = conv_init(
+            "Conv2d",
+            [c_in, c_out, kernel],
+            [c_out, c_in, kernel, kernel],
+            c_in * kernel * kernel,
+            bias.then_some(c_out),
+            rng,
+        )?;
         Ok(Conv2d {
             weight,
             bias,
@@ -83,17 +99,14 @@ impl ConvTranspose2d {
         bias: bool,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let op = "ConvTranspose2d";
-        positive(op, "c_in", c_in)?;
-        positive(op, "c_out", c_out)?;
-        positive(op, "kernel", kernel)?;
-        let bound = default_bound(c_out * kernel * kernel);
-        let weight = uniform(&[c_in, c_out, kernel, kernel], bound, rng)?;
-        let bias = if bias {
-            Some(uniform(&[c_out], bound, rng)?)
-        } else {
-            None
-        };
+        let (weight, bias) = conv_init(
+            "ConvTranspose2d",
+            [c_in, c_out, kernel],
+            [c_in, c_out, kernel, kernel],
+            c_out * kernel * kernel,
+            bias.then_some(c_out),
+            rng,
+        )?;
         Ok(ConvTranspose2d {
             weight,
             bias,
