@@ -32,6 +32,9 @@ enum Command {
     },
     /// Sample a trained generator into a PNG grid (and optionally a .npy).
     Generate(train_cli::GenerateArgs),
+    /// Score a trained generator: Fréchet distance on a small classifier's features and the
+    /// classifier score, with held-out real data for scale (not FID).
+    EvalGan(train_cli::EvalArgs),
     /// Time kernels against a baseline measured in the same run (see `src/bench.rs`).
     Bench {
         /// What to time.
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             what: TrainWhat::Dcgan(args),
         } => train_cli::train_dcgan(args),
         Command::Generate(args) => train_cli::generate(args),
+        Command::EvalGan(args) => train_cli::eval_gan(args),
         Command::Bench {
             what,
             threads,

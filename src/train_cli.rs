@@ -356,3 +356,112 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A run folder (or a checkpoint folder / generator `.safetensors`).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The real data: `digits` or `mnist:DIR` (labelled data only).
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Images per set (real reference, held-out real, generated).
+    #[arg(long, default_value_t = 2000)]
+    n: usize,
+    /// Training steps of the classifier (batches of 64), when it is not cached yet.
+    #[arg(long, default_value_t = 600)]
+    classifier_steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn eval_gan(a: EvalArgs) -> Result<()> {
+    use gantry::gan::eval::{cached_classifier, sample_images, score};
+    let file = generator_file(&a.checkpoint)?;
+    let tensors = load_tensors(&file)?.tensors;
+    let cfg = infer_generator_config(&tensors)?;
+    let g = Generator::new(cfg, &mut Rng::new(0))?;
+    load_state_dict(&g, &tensors)?;
+    let (size, nc) = (cfg.image_size, cfg.nc);
+    let (train_data, heldout): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match a.data.split_once(':') {
+        Some(("mnist", dir)) => (
+            Arc::new(Mnist::open(dir, size, nc)?),
+            Arc::new(Mnist::open_test(dir, size, nc)?),
+        ),
+        None if a.data == "digits" => (
+            Arc::new(Digits::new(60_000, size, nc, a.seed)?),
+            // Held out: drawings the training set never had (another seed).
+            Arc::new(Digits::new(10_000, size, nc, a.seed ^ 0x9e37_79b9)?),
+        ),
+        _ => {
+            return Err(Error::invalid(
+                "eval-gan",
+                format!("--data {:?}: use digits or mnist:DIR", a.data),
+            ))
+        }
+    };
+    // The classifier is cached beside the run (a run folder's eval/, else the file's folder).
+    let cache_dir = if a.checkpoint.is_dir() && a.checkpoint.join("checkpoint").is_dir() {
+        a.checkpoint.join("eval")
+    } else {
+        file.parent()
+            .map_or(PathBuf::from("."), |p| p.to_path_buf())
+    };
+    std::fs::create_dir_all(&cache_dir).map_err(|source| Error::Io {
+        context: format!("creating {}", cache_dir.display()),
+        source,
+    })?;
+    let tag: String = a
+        .data
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let clf_path = cache_dir.join(format!("classifier-{tag}-{size}x{nc}.safetensors"));
+    let result = with_threads(a.threads, || -> Result<serde_json::Value> {
+        let (clf, acc) =
+            cached_classifier(&clf_path, train_data.clone(), a.classifier_steps, a.seed)?;
+        match acc {
+            Some(acc) => eprintln!(
+                "trained the classifier ({} steps, final training accuracy {:.3}); cached at {}",
+                a.classifier_steps,
+                acc,
+                clf_path.display()
+            ),
+            None => eprintln!("using the cached classifier {}", clf_path.display()),
+        }
+        let reference = sample_images(&train_data, a.n, a.seed)?;
+        let held = sample_images(&heldout, a.n, a.seed + 1)?;
+        let z = Tensor::randn(
+            [a.n, cfg.nz, 1, 1],
+            0.0,
+            1.0,
+            DType::F32,
+            Device::Cpu,
+            &mut Rng::new(a.seed + 2),
+        )?;
+        let mut fakes = Vec::new();
+        for start in (0..a.n).step_by(250) {
+            let len = 250.min(a.n - start);
+            fakes.push(no_grad(|| {
+                g.forward(&z.narrow(0, start, len)?, Mode::Eval)
+            })?);
+        }
+        let fakes = Tensor::concat(&fakes.iter().collect::<Vec<_>>(), 0)?;
+        let gen = score(&clf, &reference, &fakes)?;
+        let real = score(&clf, &reference, &held)?;
+        Ok(serde_json::json!({
+            "checkpoint": file.display().to_string(),
+            "data": train_data.describe(),
+            "n": a.n,
+            "generated": {"frechet": gen.frechet, "classifier_score": gen.classifier_score},
+            "heldout_real": {"frechet": real.frechet, "classifier_score": real.classifier_score},
+            "note": "Frechet distance on a small classifier's 128-d features and its exp(E KL) score: comparable between runs on the same data, not FID",
+        }))
+    })??;
+    let text = serde_json::to_string_pretty(&result).expect("JSON serialises");
+    println!("{text}");
+    gantry::nn::checkpoint::write_atomic(&cache_dir.join("eval.json"), text.as_bytes())?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod dcgan;
+pub mod eval;
 pub mod grid;
 pub mod train;
 

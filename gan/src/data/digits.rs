@@ -101,8 +101,7 @@ impl Digits {
         })
     }
 
-    /// The label (digit) of image `i`.
-    pub fn label(&self, i: usize) -> usize {
+    fn digit(&self, i: usize) -> usize {
         i % 10
     }
 
@@ -122,7 +121,7 @@ impl Digits {
         let jitter = 0.025;
         let (ca, sa) = (angle.cos(), angle.sin());
         let mut segments = Vec::new();
-        for stroke in glyph(self.label(i)) {
+        for stroke in glyph(self.digit(i)) {
             let pts: Vec<(f32, f32)> = stroke
                 .iter()
                 .map(|&(x, y)| {
@@ -190,6 +189,9 @@ impl Dataset for Digits {
             }
         }
         Ok(())
+    }
+    fn label(&self, i: usize) -> Option<usize> {
+        Some(self.digit(i))
     }
     fn describe(&self) -> String {
         format!(

@@ -18,6 +18,7 @@ pub struct Mnist {
     size: usize,
     channels: usize,
     source: PathBuf,
+    labels: Option<Vec<u8>>,
 }
 
 const IMAGES_MAGIC: u32 = 0x0803;
@@ -69,32 +70,81 @@ pub fn parse_idx_images(bytes: &[u8], what: &str) -> Result<(usize, usize, usize
     Ok((n, rows, cols, bytes[16..].to_vec()))
 }
 
+/// The first of the usual spellings of an IDX file (`<prefix>-<kind>-idx<d>-ubyte[.gz]` or
+/// `<prefix>-<kind>.idx<d>-ubyte[.gz]`) that exists in `dir`.
+fn find_idx(dir: &Path, prefix: &str, kind: &str, d: u8) -> (Option<PathBuf>, Vec<String>) {
+    let names = [
+        format!("{prefix}-{kind}-idx{d}-ubyte.gz"),
+        format!("{prefix}-{kind}-idx{d}-ubyte"),
+        format!("{prefix}-{kind}.idx{d}-ubyte"),
+        format!("{prefix}-{kind}.idx{d}-ubyte.gz"),
+    ];
+    let found = names.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+    (found, names.to_vec())
+}
+
+/// Parses an IDX label file (magic `0x00000801`): one byte per image.
+pub fn parse_idx_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>> {
+    let bad = |msg: String| Error::invalid("mnist", format!("{what}: {msg}"));
+    if bytes.len() < 8 || u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")) != 0x0801 {
+        return Err(bad("not an IDX label file".into()));
+    }
+    let n = u32::from_be_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    if bytes.len() - 8 != n {
+        return Err(bad(format!(
+            "header says {n} labels, the file holds {}",
+            bytes.len() - 8
+        )));
+    }
+    Ok(bytes[8..].to_vec())
+}
+
 impl Mnist {
     /// Loads the training images from `dir` (`train-images-idx3-ubyte` or its `.gz`, or the
-    /// variant spelled `train-images.idx3-ubyte`).
+    /// variant spelled `train-images.idx3-ubyte`), with the labels if `train-labels-…` is there.
     pub fn open(dir: impl AsRef<Path>, size: usize, channels: usize) -> Result<Self> {
-        let dir = dir.as_ref();
-        let names = [
-            "train-images-idx3-ubyte.gz",
-            "train-images-idx3-ubyte",
-            "train-images.idx3-ubyte",
-            "train-images.idx3-ubyte.gz",
-        ];
-        let path = names
-            .iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                Error::invalid(
+        Self::open_split(dir.as_ref(), "train", size, channels)
+    }
+
+    /// The held-out test split (`t10k-images-…`), with its labels if present.
+    pub fn open_test(dir: impl AsRef<Path>, size: usize, channels: usize) -> Result<Self> {
+        Self::open_split(dir.as_ref(), "t10k", size, channels)
+    }
+
+    fn open_split(dir: &Path, prefix: &str, size: usize, channels: usize) -> Result<Self> {
+        let (path, names) = find_idx(dir, prefix, "images", 3);
+        let path = path.ok_or_else(|| {
+            Error::invalid(
+                "mnist",
+                format!(
+                    "no MNIST {} images in {} (looked for {})",
+                    if prefix == "train" {
+                        "training"
+                    } else {
+                        "test"
+                    },
+                    dir.display(),
+                    names.join(", ")
+                ),
+            )
+        })?;
+        let mut m = Self::from_file(&path, size, channels)?;
+        if let (Some(lp), _) = find_idx(dir, prefix, "labels", 1) {
+            let labels = parse_idx_labels(&read_maybe_gz(&lp)?, &lp.display().to_string())?;
+            if labels.len() != m.count {
+                return Err(Error::invalid(
                     "mnist",
                     format!(
-                        "no MNIST training images in {} (looked for {})",
-                        dir.display(),
-                        names.join(", ")
+                        "{}: {} labels for {} images",
+                        lp.display(),
+                        labels.len(),
+                        m.count
                     ),
-                )
-            })?;
-        Self::from_file(&path, size, channels)
+                ));
+            }
+            m.labels = Some(labels);
+        }
+        Ok(m)
     }
 
     /// Loads one IDX image file.
@@ -115,6 +165,7 @@ impl Mnist {
             size,
             channels,
             source: path.to_path_buf(),
+            labels: None,
         })
     }
 }
@@ -141,6 +192,9 @@ impl Dataset for Mnist {
             out.copy_within(0..plane, ch * plane);
         }
         Ok(())
+    }
+    fn label(&self, i: usize) -> Option<usize> {
+        self.labels.as_ref().map(|l| l[i] as usize)
     }
     fn describe(&self) -> String {
         format!(

@@ -34,6 +34,10 @@ pub trait Dataset: Send + Sync {
     fn image_size(&self) -> usize;
     /// Writes image `i` (`channels · size²` values in `[-1, 1]`) into `out`.
     fn load(&self, i: usize, out: &mut [f32]) -> Result<()>;
+    /// The class of image `i`, for data sets that have labels (digits, MNIST).
+    fn label(&self, _i: usize) -> Option<usize> {
+        None
+    }
     /// A short description for logs (`"digits (60000 generated, 32x32, 1 channel)"`).
     fn describe(&self) -> String;
 }
