@@ -1,7 +1,7 @@
 //! A DCGAN, start to finish, with the library API only: the page to read first.
 //!
 //! `cargo run --release --example dcgan` trains on the built-in generated digits for 300 steps
-//! (about two minutes on two cores) and writes `dcgan_example.png`. The CLI
+//! (80 s on two cores) and writes `dcgan_example.png`. The CLI
 //! (`gantry train dcgan`) runs the same loop with a run folder, checkpoints and resume
 //! (`gan/src/train.rs`); this example spells the loop out.
 
