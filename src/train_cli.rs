@@ -270,29 +270,19 @@ fn generator_file(p: &Path) -> Result<PathBuf> {
     ))
 }
 
+/// A generator file's architecture: from its run's `state.json` when it sits in a checkpoint
+/// folder, else inferred from the tensor shapes.
+fn generator_config(file: &Path, tensors: &[(String, Tensor)]) -> Result<DcganConfig> {
+    match file.parent().filter(|d| d.join("state.json").is_file()) {
+        Some(dir) => Ok(TrainConfig::from_json(&read_state(dir)?["config"])?.model),
+        None => infer_generator_config(tensors),
+    }
+}
+
 pub fn generate(a: GenerateArgs) -> Result<()> {
     let file = generator_file(&a.checkpoint)?;
     let tensors = load_tensors(&file)?.tensors;
-    // The architecture: the run's state.json if there is one, else inferred from the shapes.
-    let state_cfg = file
-        .parent()
-        .map(|d| d.join("state.json"))
-        .filter(|p| p.is_file())
-        .and_then(|p| read_state(p.parent().expect("has a parent")).ok());
-    let mut cfg = match state_cfg {
-        Some(state) => {
-            let c = &state["config"];
-            let u = |k: &str| c[k].as_u64().unwrap_or(0) as usize;
-            DcganConfig {
-                image_size: u("image_size"),
-                nc: u("nc"),
-                nz: u("nz"),
-                ngf: u("ngf"),
-                ndf: u("ndf"),
-            }
-        }
-        None => infer_generator_config(&tensors)?,
-    };
+    let mut cfg = generator_config(&file, &tensors)?;
     cfg.nz = a.nz.unwrap_or(cfg.nz);
     cfg.ngf = a.ngf.unwrap_or(cfg.ngf);
     cfg.image_size = a.image_size.unwrap_or(cfg.image_size);
@@ -381,7 +371,7 @@ pub fn eval_gan(a: EvalArgs) -> Result<()> {
     use gantry::gan::eval::{cached_classifier, sample_images, score};
     let file = generator_file(&a.checkpoint)?;
     let tensors = load_tensors(&file)?.tensors;
-    let cfg = infer_generator_config(&tensors)?;
+    let cfg = generator_config(&file, &tensors)?;
     let g = Generator::new(cfg, &mut Rng::new(0))?;
     load_state_dict(&g, &tensors)?;
     let (size, nc) = (cfg.image_size, cfg.nc);

@@ -1,7 +1,7 @@
 //! The CPU backend: dtype dispatch, buffer allocation, and the call into `gantry-kernels`.
 //!
-//! f32 GEMM and convolution run the fast SIMD kernels (`gemm::cpu`, `conv::cpu`); f64 (the
-//! gradient checks) and every other op run the reference kernels.
+//! f32 runs the fast kernels (`gemm::cpu`, `conv::cpu`, `elementwise::cpu`, `batch_norm::cpu`)
+//! where they exist; f64 (the gradient checks) and every other op run the reference kernels.
 
 use crate::storage::{CpuElem, CpuStorage};
 use crate::{DType, Error, Result};
@@ -34,7 +34,7 @@ macro_rules! with_float {
 /// The fast CPU kernel for f32, the reference for f64 (what the gradient checks run).
 macro_rules! fast_or_reference {
     ($T:ty, $($fast:ident)::+, $reference:path) => {
-        if <$T as gantry_kernels::Float>::NAME == "f32" {
+        if <$T as crate::WithDType>::DTYPE == DType::F32 {
             gantry_kernels::$($fast)::+::<$T>
         } else {
             $reference

@@ -86,7 +86,8 @@ impl TrainConfig {
         })
     }
 
-    fn from_json(v: &Value) -> Result<Self> {
+    /// Parses the `config` object of a checkpoint's `state.json`.
+    pub fn from_json(v: &Value) -> Result<Self> {
         let bad = |k: &str| {
             Error::invalid(
                 "resume",

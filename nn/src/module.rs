@@ -46,6 +46,12 @@ impl<'a> Slot<'a> {
             role: Role::Buffer,
         }
     }
+    /// The `weight` and optional `bias` parameters of a conv or linear layer.
+    pub fn weight_and_bias(weight: &'a Tensor, bias: Option<&'a Tensor>) -> Vec<Self> {
+        let mut s = vec![Slot::param("weight", weight)];
+        s.extend(bias.map(|b| Slot::param("bias", b)));
+        s
+    }
 }
 
 /// A layer or a tree of layers.

@@ -137,10 +137,12 @@ fn step_tensor(step: u64) -> Result<Tensor> {
     Tensor::from_vec(vec![step as i64], (), Device::Cpu)
 }
 
-/// A copy of `t` in `like`'s dtype (state files may hold f64 moments for f32 parameters).
+/// A fresh buffer holding `t` in `like`'s dtype (state files may hold f64 moments for f32
+/// parameters). Fresh, so that state loaded from another optimizer's tensors is not shared.
 fn state_copy(t: &Tensor, like: &Tensor) -> Result<Tensor> {
-    let t = t.to_dtype(like.dtype())?;
-    Tensor::from_vec(t.to_f64_vec()?, t.shape().clone(), Device::Cpu)?.to_dtype(like.dtype())
+    let copy = like.zeros_like()?;
+    copy.set(&t.to_dtype(like.dtype())?)?;
+    Ok(copy)
 }
 
 // ------------------------------------------------------------------------------------ Adam

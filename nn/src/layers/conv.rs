@@ -74,9 +74,7 @@ impl Module for Conv2d {
         x.conv2d(&self.weight, self.bias.as_ref(), self.params)
     }
     fn slots(&self) -> Vec<Slot<'_>> {
-        let mut s = vec![Slot::param("weight", &self.weight)];
-        s.extend(self.bias.as_ref().map(|b| Slot::param("bias", b)));
-        s
+        Slot::weight_and_bias(&self.weight, self.bias.as_ref())
     }
 }
 
@@ -132,8 +130,6 @@ impl Module for ConvTranspose2d {
         x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.params)
     }
     fn slots(&self) -> Vec<Slot<'_>> {
-        let mut s = vec![Slot::param("weight", &self.weight)];
-        s.extend(self.bias.as_ref().map(|b| Slot::param("bias", b)));
-        s
+        Slot::weight_and_bias(&self.weight, self.bias.as_ref())
     }
 }

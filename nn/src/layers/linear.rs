@@ -62,8 +62,6 @@ impl Module for Linear {
         y.reshape(out)
     }
     fn slots(&self) -> Vec<Slot<'_>> {
-        let mut s = vec![Slot::param("weight", &self.weight)];
-        s.extend(self.bias.as_ref().map(|b| Slot::param("bias", b)));
-        s
+        Slot::weight_and_bias(&self.weight, self.bias.as_ref())
     }
 }
