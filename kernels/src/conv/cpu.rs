@@ -1,6 +1,5 @@
 //! Fast f32 convolution as implicit GEMM: the im2col matrix is never materialised. Its
-//! values are gathered straight from the image into the GEMM's packed panels (or, for the
-//! input gradient, the GEMM's output tiles are scattered straight into the image).
+//! values are gathered straight from the image into the GEMM's packed panels.
 //!
 //! With `K = c_in·kh·kw` (one row per kernel tap `(ci, i, j)`) and `P = h_out·w_out` (one
 //! column per output pixel), the three passes are GEMMs over that virtual `K × P` matrix `X̂`:
@@ -11,18 +10,56 @@
 //! | backward-data   | `dX̂ = Wᵀ · dY`, col2im on store        | K × (n·P) × c_out       | image groups   |
 //! | backward-weight | `dW = Σ_b dY[b] · X̂[b]ᵀ` as one GEMM   | c_out × K × (n·P)       | inside the GEMM|
 //!
-//! `W` is the weight viewed as `c_out × K`. The batch is folded into the GEMMs: forward and
-//! backward-data put the images of a group side by side as columns `(b, p)` (one group per
-//! thread), which keeps the GEMM wide even for 4×4 outputs; backward-weight puts the whole
-//! batch in the inner dimension, one large GEMM with no reduction across threads. When the kernel covers the whole (unpadded) input, so the output is 1×1 (the
-//! DCGAN discriminator's last layer, and the generator's first layer run as its transpose),
-//! every pass is a plain dense GEMM over the batch instead.
+//! `W` is the weight viewed as `c_out × K`. Forward and backward-data put the images of a
+//! group side by side as columns `(b, p)` (one group per thread), which keeps the GEMM wide
+//! even for 4×4 outputs; backward-weight puts the whole batch in the inner dimension, one
+//! large GEMM with no reduction across threads. At stride 1, backward-data is instead a
+//! forward convolution of `dY` with the kernel flipped and its channel axes swapped, which
+//! needs no scatter. When the kernel covers the whole (unpadded) input, so the output is 1×1
+//! (the DCGAN discriminator's last layer, and the generator's first layer run as its
+//! transpose), every pass is a plain dense GEMM over the batch instead.
 //!
-//! Layout: the public NCHW layout is used as is; the packing routines absorb the gathering.
+//! ## Packing
+//!
+//! Packing is the cost besides the micro-kernel: every value of `X̂` is gathered once per
+//! GEMM and used `c_out` times, so for narrow layers (64 output channels) a slow gather
+//! costs as much as the arithmetic. The GEMM columns of a panel split into *runs*, pixels
+//! of one output row; a tap reads one input row along a run, so at stride 1 a panel row is
+//! a few contiguous copies ([`gather`]). Short runs (4×4 and 8×8 outputs) and strided
+//! layers go through a table of per-column offsets shared by all channels instead, a fixed
+//! cost per value.
+//!
+//! ## The rewrite variant ([`rewrite`])
+//!
+//! Strided layers can be rewritten as stride-1 ones, so that every read is contiguous:
+//!
+//! - **Forward and backward-weight** (stride `s`, kernel a multiple of `s`, dilation 1:
+//!   every DCGAN layer): the padded input is rearranged *space-to-depth*,
+//!   `xs[(ci, a, c)][h'][w'] = x_pad[ci][s·h' + a][s·w' + c]`, and the layer becomes a
+//!   stride-1 convolution with `s²·c_in` channels and a `k/s` kernel over it, the same
+//!   arithmetic (see [`SpaceToDepth`]).
+//! - **Backward-data** splits into `s²` *phases*: the input pixels with
+//!   `(row + pad) mod s = φ` receive only the taps `i ≡ φ (mod s)`, so each phase is a
+//!   stride-1 convolution of `dY` with a sub-kernel, written to every `s`-th pixel of `dX`
+//!   (see [`axis_phases`]). Nothing is computed twice and nothing is scattered.
+//!
+//! Measured on the DCGAN layers (2 cores, AVX-512) the rewrites do not pay: the
+//! space-to-depth copy costs about what the strided gathers do, and the phases pack every
+//! output-gradient value `s²·(k/s)²` times where col2im packs it once. They stay as a rung
+//! of the ladder, tested like the rest.
+//!
+//! All passes run through one internal description, [`Plan`]: sizes, the input coordinate
+//! that tap 0 of output pixel 0 reads (`−pad` for a plain convolution, other values for the
+//! phases), and where each output pixel is stored.
+//!
+//! Layout: the public NCHW layout is used as is; the packing routines absorb the gathering,
+//! and rearranged inputs and weights live in per-thread scratch buffers reused between calls.
 
 use super::Conv2dGeom;
 use crate::gemm::cpu::{gemm, write_row, DenseC, PackA, PackB, SendPtr, StoreC, Strided};
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
 
 /// Splits kernel-tap index `kk` into `(ci, i, j)`.
 #[inline]
@@ -31,132 +68,302 @@ fn tap(g: &Conv2dGeom, kk: usize) -> (usize, usize, usize) {
     (kk / per, (kk % per) / g.kw, kk % g.kw)
 }
 
-/// Input coordinate, possibly outside the image, read by output `o` and tap `k` on an axis.
-#[inline]
-fn coord(o: usize, k: usize, stride: usize, dilation: usize, pad: usize) -> isize {
-    (o * stride + k * dilation) as isize - pad as isize
+/// Where output pixel `(b, co, oh, ow)` of a [`Plan`] is stored, relative to the start of
+/// its image group: `offset + b·image + co·chan + oh·row + ow·col`.
+#[derive(Clone, Copy, Debug)]
+struct OutMap {
+    offset: usize,
+    image: usize,
+    chan: usize,
+    row: usize,
+    col: usize,
+}
+
+/// One implicit-GEMM convolution as the packers see it. The sizes are `g`'s (its `pad` is
+/// not read); output pixel `(oh, ow)` and tap `(i, j)` read input pixel
+/// `(oh·stride + i·dilation + origin)` on each axis, zero outside the image; outputs go
+/// where `out` says.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    g: Conv2dGeom,
+    origin: [isize; 2],
+    out: OutMap,
+}
+
+impl Plan {
+    /// The convolution `g` itself, with a dense NCHW output.
+    fn plain(g: &Conv2dGeom) -> Plan {
+        let plane = g.h_out * g.w_out;
+        Plan {
+            g: *g,
+            origin: [-(g.pad[0] as isize), -(g.pad[1] as isize)],
+            out: OutMap {
+                offset: 0,
+                image: g.c_out * plane,
+                chan: plane,
+                row: g.w_out,
+                col: 1,
+            },
+        }
+    }
+}
+
+/// A run of GEMM columns that are consecutive pixels of one output row: columns
+/// `col..col + len` (counted from the panel's or tile's first column) are pixels
+/// `(b, oh, ow..ow + len)`.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    col: usize,
+    len: usize,
+    b: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// Splits GEMM columns `j0..j0 + len` (pixels `(b, oh, ow)` in order) into runs, appended to
+/// `out`. One division for the first column; the rest is stepping.
+fn runs(g: &Conv2dGeom, j0: usize, len: usize, out: &mut Vec<Run>) {
+    out.clear();
+    let plane = g.h_out * g.w_out;
+    let (mut b, pix) = (j0 / plane, j0 % plane);
+    let (mut oh, mut ow) = (pix / g.w_out, pix % g.w_out);
+    let mut col = 0;
+    while col < len {
+        let run = (g.w_out - ow).min(len - col);
+        out.push(Run {
+            col,
+            len: run,
+            b,
+            oh,
+            ow,
+        });
+        col += run;
+        ow = 0;
+        oh += 1;
+        if oh == g.h_out {
+            oh = 0;
+            b += 1;
+        }
+    }
+}
+
+/// Writes the values tap `(ci, i, j)` reads for run `r` to `out[0], out[step], …`
+/// (`r.len` of them). `x` starts at image 0 of the run's numbering. In a run the tap reads
+/// one input row at a fixed stride, so the valid part is one (strided) copy, with zeros for
+/// the part that falls in the padding.
+#[inline(always)]
+fn gather(
+    x: &[f32],
+    p: &Plan,
+    (ci, i, j): (usize, usize, usize),
+    r: &Run,
+    out: &mut [f32],
+    step: usize,
+) {
+    let g = &p.g;
+    let len = r.len;
+    let ih = (r.oh * g.stride[0] + i * g.dilation[0]) as isize + p.origin[0];
+    if ih < 0 || ih >= g.h as isize {
+        out.iter_mut()
+            .step_by(step)
+            .take(len)
+            .for_each(|v| *v = 0.0);
+        return;
+    }
+    let sw = g.stride[1] as isize;
+    let iw0 = (r.ow * g.stride[1] + j * g.dilation[1]) as isize + p.origin[1];
+    // Valid positions e in lo..hi satisfy 0 <= iw0 + e·sw < w (no division at stride 1:
+    // this runs once per run and panel row).
+    let (lo, hi) = if sw == 1 {
+        let lo = (-iw0).clamp(0, len as isize) as usize;
+        (
+            lo,
+            (g.w as isize - iw0).clamp(lo as isize, len as isize) as usize,
+        )
+    } else {
+        let lo = if iw0 >= 0 {
+            0
+        } else {
+            ((-iw0 + sw - 1) / sw) as usize
+        }
+        .min(len);
+        let hi = if iw0 >= g.w as isize {
+            0
+        } else {
+            ((g.w as isize - iw0 + sw - 1) / sw) as usize
+        };
+        (lo, hi.clamp(lo, len))
+    };
+    let row = ((r.b * g.c_in + ci) * g.h + ih as usize) * g.w;
+    // With nothing valid (lo == hi) the start may lie outside the row; nothing is read.
+    let start = if lo < hi {
+        row + (iw0 + lo as isize * sw) as usize
+    } else {
+        0
+    };
+    let src = &x[start..];
+    if step == 1 {
+        zero(&mut out[..lo]);
+        if sw == 1 {
+            copy(&mut out[lo..hi], src);
+        } else {
+            for (o, v) in out[lo..hi].iter_mut().zip(src.iter().step_by(sw as usize)) {
+                *o = *v;
+            }
+        }
+        zero(&mut out[hi..len]);
+    } else {
+        for e in (0..lo).chain(hi..len) {
+            out[e * step] = 0.0;
+        }
+        for (e, v) in (lo..hi).zip(src.iter().step_by(sw as usize)) {
+            out[e * step] = *v;
+        }
+    }
+}
+
+/// `dst = src[..dst.len()]` for the short slices of packing (at most a panel row): blocks
+/// of eight as fixed-size moves, then one by one, so no library call is paid per run.
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    let src = &src[..dst.len()];
+    let (d8, d1) = dst.as_chunks_mut::<8>();
+    let (s8, s1) = src.as_chunks::<8>();
+    for (d, s) in d8.iter_mut().zip(s8) {
+        *d = *s;
+    }
+    for (d, s) in d1.iter_mut().zip(s1) {
+        *d = *s;
+    }
+}
+
+/// Zeroes a short slice, as [`copy`] copies.
+#[inline(always)]
+fn zero(dst: &mut [f32]) {
+    let (d8, d1) = dst.as_chunks_mut::<8>();
+    for d in d8 {
+        *d = [0.0; 8];
+    }
+    for d in d1 {
+        *d = 0.0;
+    }
+}
+
+/// Steps through kernel taps `(ci, i, j)` in order, without a division per tap.
+struct Taps<'a> {
+    g: &'a Conv2dGeom,
+    t: (usize, usize, usize),
+}
+
+impl<'a> Taps<'a> {
+    fn from(g: &'a Conv2dGeom, kk: usize) -> Self {
+        Taps { g, t: tap(g, kk) }
+    }
+}
+
+impl Iterator for Taps<'_> {
+    type Item = (usize, usize, usize);
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let cur = self.t;
+        let (ci, i, j) = cur;
+        self.t = if j + 1 < self.g.kw {
+            (ci, i, j + 1)
+        } else if i + 1 < self.g.kh {
+            (ci, i + 1, 0)
+        } else {
+            (ci + 1, 0, 0)
+        };
+        Some(cur)
+    }
 }
 
 /// The virtual im2col matrix of a group of images side by side, `K × (n·P)` (column
 /// `(b, p)`), as a GEMM right operand. `x` starts at the group's first image.
 struct Im2col<'a> {
     x: &'a [f32],
-    g: &'a Conv2dGeom,
+    p: &'a Plan,
 }
 
 impl PackB for Im2col<'_> {
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
-        let g = self.g;
-        let (plane_in, plane_out, taps) = (g.h * g.w, g.h_out * g.w_out, g.kh * g.kw);
-        // For each of the panel's columns and each spatial tap (i, j): where in a channel
-        // plane that tap reads, or -1 in the padding. The same table serves every channel.
-        let mut table = vec![-1isize; taps * nr];
-        let mut runs = vec![false; taps];
-        let mut image = [0usize; 64];
+        let g = &self.p.g;
+        let mut rs = Vec::with_capacity(nr);
         for (q, panel) in dst
             .chunks_exact_mut(kc * nr)
             .take(nc.div_ceil(nr))
             .enumerate()
         {
             let cols = nr.min(nc - q * nr);
-            table.fill(-1);
-            for c in 0..cols {
-                let col = j0 + q * nr + c;
-                let (b, pix) = (col / plane_out, col % plane_out);
-                image[c] = b * g.c_in * plane_in;
-                let (oh, ow) = (pix / g.w_out, pix % g.w_out);
+            // The runs depend on the columns only: found once, used for every tap.
+            runs(g, j0 + q * nr, cols, &mut rs);
+            if g.stride[1] != 1 || cols < SHORT_RUN * rs.len() {
+                self.pack_by_table(p0, kc, &rs, nr, panel);
+                continue;
+            }
+            for (out, t) in panel.chunks_exact_mut(nr).take(kc).zip(Taps::from(g, p0)) {
+                for r in &rs {
+                    gather(self.x, self.p, t, r, &mut out[r.col..], 1);
+                }
+                zero(&mut out[cols..]);
+            }
+        }
+    }
+}
+
+/// Runs shorter than this on average (small output images: 4×4, 8×8) are packed through a
+/// table of offsets instead, as are strided layers: a fixed cost per value rather than per
+/// run (measured on the DCGAN layers).
+const SHORT_RUN: usize = 16;
+
+impl Im2col<'_> {
+    /// Packs one panel (columns given by `rs`) value by value: for each spatial tap and
+    /// column, where in a channel plane the tap reads (or −1 in the padding). The same table
+    /// serves every input channel.
+    fn pack_by_table(&self, p0: usize, kc: usize, rs: &[Run], nr: usize, panel: &mut [f32]) {
+        let (p, g) = (self.p, &self.p.g);
+        let (plane, taps) = (g.h * g.w, g.kh * g.kw);
+        let mut table = vec![-1isize; taps * nr];
+        let mut image = vec![0usize; nr];
+        for r in rs {
+            for e in 0..r.len {
+                let c = r.col + e;
+                image[c] = r.b * g.c_in * plane;
                 for i in 0..g.kh {
-                    let ih = coord(oh, i, g.stride[0], g.dilation[0], g.pad[0]);
+                    let ih = (r.oh * g.stride[0] + i * g.dilation[0]) as isize + p.origin[0];
                     for j in 0..g.kw {
-                        let iw = coord(ow, j, g.stride[1], g.dilation[1], g.pad[1]);
-                        if ih >= 0 && (ih as usize) < g.h && iw >= 0 && (iw as usize) < g.w {
+                        let iw =
+                            ((r.ow + e) * g.stride[1] + j * g.dilation[1]) as isize + p.origin[1];
+                        if ih >= 0 && ih < g.h as isize && iw >= 0 && iw < g.w as isize {
                             table[(i * g.kw + j) * nr + c] = ih * g.w as isize + iw;
                         }
                     }
                 }
             }
-            // Taps whose panel reads one contiguous input run (stride 1, inside the image,
-            // within one output row): those rows of the panel are a plain copy.
-            for (t, run) in runs.iter_mut().enumerate() {
-                let o = &table[t * nr..(t + 1) * nr];
-                *run = cols == nr
-                    && image[0] == image[nr - 1]
-                    && o[0] >= 0
-                    && o.iter().enumerate().all(|(c, &v)| v == o[0] + c as isize);
-            }
-            for p in 0..kc {
-                let kk = p0 + p;
-                let (ci, t) = (kk / taps, kk % taps);
-                let offsets = &table[t * nr..(t + 1) * nr];
-                let out = &mut panel[p * nr..(p + 1) * nr];
-                if runs[t] {
-                    let start = image[0] + ci * plane_in + offsets[0] as usize;
-                    out.copy_from_slice(&self.x[start..start + nr]);
-                    continue;
-                }
-                for c in 0..nr {
-                    let off = offsets[c];
-                    out[c] = if off >= 0 {
-                        self.x[image[c] + ci * plane_in + off as usize]
-                    } else {
-                        0.0
-                    };
-                }
-            }
         }
-    }
-}
-
-/// The output gradient of a group of images as a `c_out × (n·P)` matrix (column `(b, p)`),
-/// the right operand of backward-data. `dy` starts at the group's first image.
-struct BatchedCols<'a> {
-    dy: &'a [f32],
-    g: &'a Conv2dGeom,
-}
-
-impl PackB for BatchedCols<'_> {
-    fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
-        let g = self.g;
-        let plane_out = g.h_out * g.w_out;
-        // Column (b, p) of row co is dy[(b·c_out + co)·P + p] = base[c] + co·P.
-        let mut base = [usize::MAX; 64];
-        for (q, panel) in dst
-            .chunks_exact_mut(kc * nr)
-            .take(nc.div_ceil(nr))
-            .enumerate()
-        {
-            let cols = nr.min(nc - q * nr);
-            for (c, b) in base.iter_mut().enumerate().take(nr) {
-                let col = j0 + q * nr + c;
-                *b = if c < cols {
-                    (col / plane_out) * g.c_out * plane_out + col % plane_out
+        for (q, out) in panel.chunks_exact_mut(nr).take(kc).enumerate() {
+            let (ci, t) = ((p0 + q) / taps, (p0 + q) % taps);
+            let offsets = &table[t * nr..(t + 1) * nr];
+            for c in 0..nr {
+                let off = offsets[c];
+                out[c] = if off >= 0 {
+                    self.x[image[c] + ci * plane + off as usize]
                 } else {
-                    usize::MAX
+                    0.0
                 };
             }
-            for p in 0..kc {
-                let row = (p0 + p) * plane_out;
-                let out = &mut panel[p * nr..(p + 1) * nr];
-                for c in 0..nr {
-                    out[c] = if base[c] != usize::MAX {
-                        self.dy[base[c] + row]
-                    } else {
-                        0.0
-                    };
-                }
-            }
         }
     }
 }
 
-/// A group of output images as a `c_out × (n·P)` GEMM destination (column `(b, p)`): row
-/// `co` of image `b` is contiguous in NCHW. `y` starts at the group's first image.
-struct BatchedOut<'a> {
+/// A group of output images as a GEMM destination: element `(co, (b, p))` goes where the
+/// plan's [`OutMap`] says. `y` starts at the group's first image.
+struct PlanOut<'a> {
     y: SendPtr,
-    g: &'a Conv2dGeom,
+    p: &'a Plan,
 }
 
-impl StoreC for BatchedOut<'_> {
+impl StoreC for PlanOut<'_> {
     unsafe fn store(
         &self,
         i: usize,
@@ -166,25 +373,482 @@ impl StoreC for BatchedOut<'_> {
         [h, w]: [usize; 2],
         add: bool,
     ) {
-        let (c_out, plane) = (self.g.c_out, self.g.h_out * self.g.w_out);
-        // Split the tile's columns into runs that stay within one image.
-        let mut c = 0;
-        while c < w {
-            let (b, pix) = ((j + c) / plane, (j + c) % plane);
-            let run = (plane - pix).min(w - c);
+        let o = &self.p.out;
+        let mut rs = Vec::with_capacity(w);
+        runs(&self.p.g, j, w, &mut rs);
+        for run in &rs {
+            let base = o.offset + run.b * o.image + run.oh * o.row + run.ow * o.col;
             for r in 0..h {
-                // SAFETY: (image b, channel i + r, pixels pix..pix + run) lies inside the
-                // group's outputs; threads own disjoint row or column ranges of C.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        self.y.0.add((b * c_out + i + r) * plane + pix),
-                        run,
-                    )
-                };
-                let src = &tile[r * ld + c..r * ld + c + run];
-                write_row(dst, src, add);
+                let at = base + (i + r) * o.chan;
+                let src = &tile[r * ld + run.col..][..run.len];
+                if o.col == 1 {
+                    // SAFETY: (image b, channel i + r, run's pixels) lies inside the group's
+                    // outputs; threads own disjoint row or column ranges of C, and distinct
+                    // GEMM elements map to distinct addresses.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(self.y.0.add(at), run.len) };
+                    write_row(dst, src, add);
+                } else {
+                    for (e, v) in src.iter().enumerate() {
+                        // SAFETY: as above, every `col`-th element of the output row.
+                        let d = unsafe { &mut *self.y.0.add(at + e * o.col) };
+                        *d = if add { *d + v } else { *v };
+                    }
+                }
             }
-            c += run;
+        }
+    }
+}
+
+/// Images per GEMM: the batch split evenly over the threads.
+fn group_size(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+fn k_len(g: &Conv2dGeom) -> usize {
+    g.c_in * g.kh * g.kw
+}
+
+/// Runs plan `p` forward: `y = W · X̂` (added to `y` with `accumulate`). `y` holds
+/// `n · p.out.image` values, image `b`'s outputs inside `[b·image, (b + 1)·image)`.
+fn forward_plan(x: &[f32], w: &[f32], y: &mut [f32], p: &Plan, accumulate: bool) {
+    let g = &p.g;
+    let (k, plane, image) = (k_len(g), g.h_out * g.w_out, g.c_in * g.h * g.w);
+    debug_assert_eq!(y.len(), g.n * p.out.image);
+    // Images in groups, one GEMM per group: the columns of several images side by side
+    // make a wide GEMM even when each image has few output pixels (DCGAN's 4×4 layers).
+    let per = group_size(g.n);
+    y.par_chunks_mut(per * p.out.image)
+        .enumerate()
+        .for_each(|(gi, yg)| {
+            let nb = yg.len() / p.out.image;
+            let a = Strided {
+                data: w,
+                rs: k,
+                cs: 1,
+            };
+            let b = Im2col {
+                x: &x[gi * per * image..],
+                p,
+            };
+            let c = PlanOut {
+                y: SendPtr(yg.as_mut_ptr()),
+                p,
+            };
+            gemm([g.c_out, nb * plane, k], &a, &b, &c, accumulate);
+        });
+}
+
+thread_local! {
+    /// Free scratch buffers of this thread (see [`Scratch`]).
+    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer from a small per-thread pool. The rearranged inputs and weights below are
+/// as large as a layer's activations; allocating them afresh on every call would fault in new
+/// pages every training step.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    /// A buffer of `len` values whose contents are unspecified: the caller writes every one.
+    fn reuse(len: usize) -> Scratch {
+        let mut v = POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            // The smallest free buffer that fits, else the largest (it will grow).
+            let fit = (0..pool.len())
+                .filter(|&i| pool[i].capacity() >= len)
+                .min_by_key(|&i| pool[i].capacity())
+                .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+            fit.map(|i| pool.swap_remove(i)).unwrap_or_default()
+        });
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+        v.truncate(len);
+        Scratch(v)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < 4 {
+                pool.push(v);
+            }
+        });
+    }
+}
+
+impl Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+/// A strided convolution as a stride-1 convolution over the space-to-depth rearrangement of
+/// its padded input. With stride `s = (sh, sw)` and a kernel that is a multiple of it, tap
+/// `(i, j) = (sh·u + a, sw·v + c)` of output pixel `(oh, ow)` reads padded pixel
+/// `(sh·(oh + u) + a, sw·(ow + v) + c)`, which is pixel `(oh + u, ow + v)` of channel
+/// `(ci, a, c)` of `xs`. So the layer is a `k/s` convolution over `xs` with `sh·sw·c_in`
+/// channels, stride 1 and no padding: the same multiply-adds, contiguous reads.
+#[derive(Clone, Copy, Debug)]
+struct SpaceToDepth {
+    /// The original layer.
+    g: Conv2dGeom,
+    /// The stride-1 layer over `xs`.
+    s: Conv2dGeom,
+}
+
+impl SpaceToDepth {
+    /// The rewrite of `g`, when it applies (stride above 1, dilation 1, kernel a multiple of
+    /// the stride on both axes).
+    fn new(g: &Conv2dGeom) -> Option<SpaceToDepth> {
+        let [sh, sw] = g.stride;
+        if g.stride == [1, 1]
+            || g.dilation != [1, 1]
+            || !g.kh.is_multiple_of(sh)
+            || !g.kw.is_multiple_of(sw)
+        {
+            return None;
+        }
+        let (kh, kw) = (g.kh / sh, g.kw / sw);
+        let s = Conv2dGeom {
+            c_in: g.c_in * sh * sw,
+            h: g.h_out + kh - 1,
+            w: g.w_out + kw - 1,
+            kh,
+            kw,
+            stride: [1, 1],
+            pad: [0, 0],
+            ..*g
+        };
+        Some(SpaceToDepth { g: *g, s })
+    }
+
+    /// `xs` from `x`: every value written, zeros where it falls in the padding (or past the
+    /// input: the last rows of a padded input the layer never reads are not copied).
+    fn input(&self, x: &[f32]) -> Scratch {
+        let (g, s) = (&self.g, &self.s);
+        let [sh, sw] = g.stride;
+        let (ph, pw) = (g.pad[0] as isize, g.pad[1] as isize);
+        let mut xs = Scratch::reuse(s.input_len());
+        // One task per (image, input channel): its s² output planes.
+        xs.par_chunks_mut(sh * sw * s.h * s.w)
+            .enumerate()
+            .for_each(|(bc, planes)| {
+                let src = &x[bc * g.h * g.w..][..g.h * g.w];
+                for (ac, plane) in planes.chunks_exact_mut(s.h * s.w).enumerate() {
+                    let (a, c) = (ac / sw, ac % sw);
+                    // Columns ww read iw = sw·ww + c − pw: valid for ww in lo..hi.
+                    let first = c as isize - pw;
+                    let lo = ((-first).max(0) as usize).div_ceil(sw).min(s.w);
+                    let hi = ((g.w as isize - first).max(0) as usize)
+                        .div_ceil(sw)
+                        .clamp(lo, s.w);
+                    for (hh, row) in plane.chunks_exact_mut(s.w).enumerate() {
+                        let ih = (sh * hh + a) as isize - ph;
+                        if ih < 0 || ih >= g.h as isize || lo == hi {
+                            row.fill(0.0);
+                            continue;
+                        }
+                        let start = (first + (lo * sw) as isize) as usize;
+                        let line = &src[ih as usize * g.w + start..];
+                        row[..lo].fill(0.0);
+                        for (v, x) in row[lo..hi].iter_mut().zip(line.iter().step_by(sw)) {
+                            *v = *x;
+                        }
+                        row[hi..].fill(0.0);
+                    }
+                }
+            });
+        xs
+    }
+
+    /// Calls `f(rewritten index, original index)` for every weight of output channel `co`
+    /// (both relative to that channel's row of `c_in·kh·kw` values). The rewritten weight is
+    /// `[c_out][(ci, a, c)][u][v]`, holding `w[co][ci][sh·u + a][sw·v + c]`.
+    fn for_each_weight(&self, mut f: impl FnMut(usize, usize)) {
+        let (g, s) = (&self.g, &self.s);
+        let [sh, sw] = g.stride;
+        let mut at = 0;
+        for ci in 0..g.c_in {
+            for a in 0..sh {
+                for c in 0..sw {
+                    for u in 0..s.kh {
+                        for v in 0..s.kw {
+                            f(at, (ci * g.kh + sh * u + a) * g.kw + sw * v + c);
+                            at += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn weight(&self, w: &[f32]) -> Scratch {
+        let mut ws = Scratch::reuse(w.len());
+        let row = w.len() / self.g.c_out;
+        ws.par_chunks_mut(row)
+            .zip(w.par_chunks(row))
+            .for_each(|(dst, src)| self.for_each_weight(|d, i| dst[d] = src[i]));
+        ws
+    }
+
+    fn weight_back(&self, ws: &[f32], w: &mut [f32]) {
+        let row = w.len() / self.g.c_out;
+        w.par_chunks_mut(row)
+            .zip(ws.par_chunks(row))
+            .for_each(|(dst, src)| self.for_each_weight(|d, i| dst[i] = src[d]));
+    }
+}
+
+/// Forward convolution (see the module table). Same contract as the reference kernel.
+pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], g: &Conv2dGeom) {
+    forward_with(x, w, bias, y, g, false)
+}
+
+fn forward_with(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    g: &Conv2dGeom,
+    rewrite: bool,
+) {
+    g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
+    let (k, plane) = (k_len(g), g.h_out * g.w_out);
+    if y.is_empty() {
+        return;
+    }
+    // Start from the bias and accumulate the product onto it; without one, the GEMM's
+    // first pass writes the output.
+    if let Some(b) = bias {
+        y.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(i, row)| row.fill(b[i % g.c_out]));
+    }
+    let add = bias.is_some();
+    if whole_input(g) {
+        // Y (n × c_out) += X (n × K) · Wᵀ (K × c_out).
+        let a = Strided {
+            data: x,
+            rs: k,
+            cs: 1,
+        };
+        let b = Strided {
+            data: w,
+            rs: 1,
+            cs: k,
+        };
+        let c = DenseC::new(y, [g.n, g.c_out], g.c_out);
+        return gemm([g.n, g.c_out, k], &a, &b, &c, add);
+    }
+    match SpaceToDepth::new(g).filter(|_| rewrite) {
+        Some(sd) => {
+            let (xs, ws) = (sd.input(x), sd.weight(w));
+            forward_plan(&xs, &ws, y, &Plan::plain(&sd.s), add);
+        }
+        None => forward_plan(x, w, y, &Plan::plain(g), add),
+    }
+}
+
+/// Gradient w.r.t. the input (see the module table); `dx` is overwritten.
+pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+    backward_data_with(dy, w, dx, g, false)
+}
+
+fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, rewrite: bool) {
+    g.assert_buffers("conv2d_backward_data", [dx.len(), w.len(), dy.len()]);
+    let k = k_len(g);
+    if dx.is_empty() {
+        return;
+    }
+    if whole_input(g) {
+        // dX (n × K) = dY (n × c_out) · W (c_out × K).
+        let a = Strided {
+            data: dy,
+            rs: g.c_out,
+            cs: 1,
+        };
+        let b = Strided {
+            data: w,
+            rs: k,
+            cs: 1,
+        };
+        let c = DenseC::new(dx, [g.n, k], k);
+        return gemm([g.n, k, g.c_out], &a, &b, &c, false);
+    }
+    // Stride 1: one flipped forward pass (always); stride s: s² phases (when rewriting).
+    if g.stride == [1, 1] || (rewrite && g.dilation == [1, 1]) {
+        let [ph, pw] = [0, 1].map(|a| {
+            axis_phases(
+                [g.h, g.w][a],
+                [g.kh, g.kw][a],
+                g.stride[a],
+                g.pad[a],
+                g.dilation[a],
+            )
+        });
+        if ph.iter().chain(&pw).any(|f| f.taps == 0) {
+            // Pixels no tap reaches (kernel narrower than the stride) get no gradient.
+            dx.fill(0.0);
+        }
+        for fh in ph.iter().filter(|f| f.taps > 0 && f.count > 0) {
+            for fw in pw.iter().filter(|f| f.taps > 0 && f.count > 0) {
+                let (plan, wp) = phase(w, g, fh, fw);
+                forward_plan(dy, &wp, dx, &plan, false);
+            }
+        }
+        return;
+    }
+    col2im_backward_data(dy, w, dx, g);
+}
+
+/// One phase of backward-data along one axis: input rows `r0, r0 + stride, …` (`count` of
+/// them) receive kernel taps `first + step·(taps − 1 − v)` for `v` in `0..taps`, each reading
+/// output-gradient row `o + v·dilation + origin` for the phase's `o`-th row.
+#[derive(Clone, Copy, Debug)]
+struct AxisPhase {
+    taps: usize,
+    first: usize,
+    step: usize,
+    dilation: usize,
+    origin: isize,
+    r0: usize,
+    stride: usize,
+    count: usize,
+}
+
+/// The phases of backward-data along an axis of input length `len` (kernel `k`, stride
+/// `s`, padding `p`, dilation `d`; stride 1 or dilation 1).
+///
+/// Input row `r` receives `dy[o]·w[i]` for every `o·s + i·d − p = r`. At stride 1 that is a
+/// flipped convolution, `dx[r] = Σ_i dy[r + p − i·d]·w[i]`: one phase. At dilation 1 the
+/// taps reaching `r` are those with `i ≡ r + p (mod s)`: with `φ = (r + p) mod s`,
+/// `t = (r + p − φ)/s` and `i = φ + s·u`, `dx[r] = Σ_u dy[t − u]·w[φ + s·u]`, a stride-1
+/// correlation over `dy` for each residue `φ`, whose rows `t` run over those that land
+/// inside the input.
+fn axis_phases(len: usize, k: usize, s: usize, p: usize, d: usize) -> Vec<AxisPhase> {
+    if s == 1 {
+        return vec![AxisPhase {
+            taps: k,
+            first: 0,
+            step: 1,
+            dilation: d,
+            origin: p as isize - (d * (k - 1)) as isize,
+            r0: 0,
+            stride: 1,
+            count: len,
+        }];
+    }
+    debug_assert_eq!(d, 1, "phases of a strided layer need dilation 1");
+    let (si, pi) = (s as isize, p as isize);
+    (0..s)
+        .map(|phi| {
+            let taps = if phi < k { (k - phi).div_ceil(s) } else { 0 };
+            // t runs over ceil((p − φ)/s) ..= floor((len − 1 + p − φ)/s).
+            let fi = phi as isize;
+            let t_min = -((fi - pi).div_euclid(si));
+            let t_max = (len as isize - 1 + pi - fi).div_euclid(si);
+            AxisPhase {
+                taps,
+                first: phi,
+                step: s,
+                dilation: 1,
+                origin: t_min - (taps as isize - 1),
+                r0: (si * t_min + fi - pi) as usize,
+                stride: s,
+                count: (t_max - t_min + 1).max(0) as usize,
+            }
+        })
+        .collect()
+}
+
+/// The forward plan of one phase (`fh` × `fw`) of backward-data, and its kernel: the taps
+/// of `w` the phase uses, flipped, with the channel axes swapped (`[c_in][c_out][vh][vw]`).
+fn phase(w: &[f32], g: &Conv2dGeom, fh: &AxisPhase, fw: &AxisPhase) -> (Plan, Scratch) {
+    let pg = Conv2dGeom {
+        n: g.n,
+        c_in: g.c_out,
+        h: g.h_out,
+        w: g.w_out,
+        c_out: g.c_in,
+        kh: fh.taps,
+        kw: fw.taps,
+        stride: [1, 1],
+        pad: [0, 0],
+        dilation: [fh.dilation, fw.dilation],
+        h_out: fh.count,
+        w_out: fw.count,
+    };
+    let plan = Plan {
+        g: pg,
+        origin: [fh.origin, fw.origin],
+        out: OutMap {
+            offset: fh.r0 * g.w + fw.r0,
+            image: g.c_in * g.h * g.w,
+            chan: g.h * g.w,
+            row: fh.stride * g.w,
+            col: fw.stride,
+        },
+    };
+    // wp[ci][co][vh][vw] = w[co][ci][i(vh)][j(vw)]: one task per ci, reading a kh·kw
+    // block of every co.
+    let taps = fh.taps * fw.taps;
+    let mut wp = Scratch::reuse(g.c_in * g.c_out * taps);
+    wp.par_chunks_mut(g.c_out * taps)
+        .enumerate()
+        .for_each(|(ci, dst)| {
+            for (co, d) in dst.chunks_exact_mut(taps).enumerate() {
+                let src = &w[(co * g.c_in + ci) * g.kh * g.kw..][..g.kh * g.kw];
+                for vh in 0..fh.taps {
+                    let i = fh.first + fh.step * (fh.taps - 1 - vh);
+                    for vw in 0..fw.taps {
+                        let j = fw.first + fw.step * (fw.taps - 1 - vw);
+                        d[vh * fw.taps + vw] = src[i * g.kw + j];
+                    }
+                }
+            }
+        });
+    (plan, wp)
+}
+
+/// The output gradient of a group of images as a `c_out × (n·P)` matrix (column `(b, p)`),
+/// the right operand of the col2im form of backward-data. `dy` starts at the group's first
+/// image.
+struct BatchedCols<'a> {
+    dy: &'a [f32],
+    g: &'a Conv2dGeom,
+}
+
+impl PackB for BatchedCols<'_> {
+    fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        let g = self.g;
+        let plane_out = g.h_out * g.w_out;
+        let mut rs = Vec::with_capacity(nr);
+        for (q, panel) in dst
+            .chunks_exact_mut(kc * nr)
+            .take(nc.div_ceil(nr))
+            .enumerate()
+        {
+            let cols = nr.min(nc - q * nr);
+            runs(g, j0 + q * nr, cols, &mut rs);
+            for (p, out) in panel.chunks_exact_mut(nr).take(kc).enumerate() {
+                // Row co of image b is contiguous: dy[(b·c_out + co)·P + pixel].
+                for r in &rs {
+                    let at = (r.b * g.c_out + p0 + p) * plane_out + r.oh * g.w_out + r.ow;
+                    out[r.col..r.col + r.len].copy_from_slice(&self.dy[at..at + r.len]);
+                }
+                out[cols..].fill(0.0);
+            }
         }
     }
 }
@@ -210,24 +874,25 @@ impl StoreC for Col2im<'_> {
     ) {
         // Every partial product adds into the (zeroed) gradient, whichever K block it is from.
         let g = self.g;
-        let (plane_in, plane_out) = (g.h * g.w, g.h_out * g.w_out);
-        let (mut base, mut ih0, mut iw0) = ([0usize; 64], [0isize; 64], [0isize; 64]);
-        for c in 0..w {
-            let (b, pix) = ((j + c) / plane_out, (j + c) % plane_out);
-            base[c] = b * g.c_in * plane_in;
-            ih0[c] = ((pix / g.w_out) * g.stride[0]) as isize - g.pad[0] as isize;
-            iw0[c] = ((pix % g.w_out) * g.stride[1]) as isize - g.pad[1] as isize;
-        }
+        let plane_in = g.h * g.w;
+        let mut rs = Vec::with_capacity(w);
+        runs(g, j, w, &mut rs);
         for r in 0..h {
             let (ci, ki, kj) = tap(g, i + r);
-            let (dh, dw) = ((ki * g.dilation[0]) as isize, (kj * g.dilation[1]) as isize);
-            for c in 0..w {
-                let (ih, iw) = (ih0[c] + dh, iw0[c] + dw);
-                if ih >= 0 && (ih as usize) < g.h && iw >= 0 && (iw as usize) < g.w {
-                    let at = base[c] + ci * plane_in + ih as usize * g.w + iw as usize;
-                    // SAFETY: `at` lies inside the group's input gradient, which only this
-                    // (non-split) GEMM writes.
-                    unsafe { *self.dx.0.add(at) += tile[r * ld + c] };
+            for run in &rs {
+                let ih = (run.oh * g.stride[0] + ki * g.dilation[0]) as isize - g.pad[0] as isize;
+                if ih < 0 || ih >= g.h as isize {
+                    continue;
+                }
+                let row = (run.b * g.c_in + ci) * plane_in + ih as usize * g.w;
+                for e in 0..run.len {
+                    let iw = ((run.ow + e) * g.stride[1] + kj * g.dilation[1]) as isize
+                        - g.pad[1] as isize;
+                    if iw >= 0 && iw < g.w as isize {
+                        // SAFETY: the pixel lies inside the group's input gradient, which
+                        // only this (non-split) GEMM writes.
+                        unsafe { *self.dx.0.add(row + iw as usize) += tile[r * ld + run.col + e] };
+                    }
                 }
             }
         }
@@ -238,77 +903,59 @@ impl StoreC for Col2im<'_> {
     }
 }
 
-/// Writes `len` consecutive values of row `kk` of the batch's im2col matrix `X̂` (columns
-/// `(b, p)` from `col0`) to `out[0], out[step], out[2·step], …`. Columns are walked in runs
-/// that stay in one output row of one image; in a run, the tap reads one input row at a
-/// fixed stride, so the valid part is a strided copy with no per-element bounds checks.
-fn im2col_row(
-    x: &[f32],
-    g: &Conv2dGeom,
-    kk: usize,
-    col0: usize,
-    len: usize,
-    out: &mut [f32],
-    step: usize,
-) {
-    let (ci, ki, kj) = tap(g, kk);
-    let (plane_in, plane_out) = (g.h * g.w, g.h_out * g.w_out);
-    let sw = g.stride[1] as isize;
-    let mut c = 0;
-    while c < len {
-        let (b, pix) = ((col0 + c) / plane_out, (col0 + c) % plane_out);
-        let (oh, ow0) = (pix / g.w_out, pix % g.w_out);
-        let run = (g.w_out - ow0).min(len - c);
-        let ih = coord(oh, ki, g.stride[0], g.dilation[0], g.pad[0]);
-        let iw0 = coord(ow0, kj, g.stride[1], g.dilation[1], g.pad[1]);
-        // Valid positions e in lo..hi satisfy 0 <= iw0 + e·sw < w.
-        let (lo, hi) = if ih < 0 || ih as usize >= g.h {
-            (0, 0)
-        } else {
-            let lo = if iw0 >= 0 {
-                0
-            } else {
-                ((-iw0 + sw - 1) / sw) as usize
+/// Backward-data as `dX̂ = Wᵀ · dY` with the tiles scattered into `dx` (col2im): the
+/// general form, for layers both strided and dilated.
+fn col2im_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+    let (k, plane) = (k_len(g), g.h_out * g.w_out);
+    dx.fill(0.0);
+    let (image, out_image) = (g.c_in * g.h * g.w, g.c_out * plane);
+    let per = group_size(g.n);
+    dx.par_chunks_mut(per * image)
+        .enumerate()
+        .for_each(|(gi, dxg)| {
+            // dX̂ (K × nb·P) = Wᵀ (K × c_out) · dY (c_out × nb·P), scattered by col2im.
+            let nb = dxg.len() / image;
+            let a = Strided {
+                data: w,
+                rs: 1,
+                cs: k,
             };
-            let hi = if iw0 >= g.w as isize {
-                0
-            } else {
-                ((g.w as isize - iw0 + sw - 1) / sw) as usize
+            let b = BatchedCols {
+                dy: &dy[gi * per * out_image..],
+                g,
             };
-            (lo.min(run), hi.min(run).max(lo.min(run)))
-        };
-        for e in (0..lo).chain(hi..run) {
-            out[(c + e) * step] = 0.0;
-        }
-        if lo < hi {
-            let row = (b * g.c_in + ci) * plane_in + ih as usize * g.w;
-            let start = (iw0 + lo as isize * sw) as usize;
-            for (e, v) in (lo..hi).zip(x[row + start..].iter().step_by(sw as usize)) {
-                out[(c + e) * step] = *v;
-            }
-        }
-        c += run;
-    }
+            let sink = Col2im {
+                dx: SendPtr(dxg.as_mut_ptr()),
+                g,
+            };
+            gemm([k, nb * plane, g.c_out], &a, &b, &sink, true);
+        });
 }
 
 /// `X̂` of the whole batch (`K × (n·P)`) as a GEMM *left* operand: the backward-weight GEMM
 /// run transposed (`dWᵀ = X̂ · dYᵀ`), so its packing reads input rows in order.
 struct Im2colRows<'a> {
     x: &'a [f32],
-    g: &'a Conv2dGeom,
+    p: &'a Plan,
 }
 
 impl PackA for Im2colRows<'_> {
     fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+        let mut rs = Vec::new();
+        runs(&self.p.g, p0, kc, &mut rs);
         for (q, panel) in dst
             .chunks_exact_mut(kc * mr)
             .take(mc.div_ceil(mr))
             .enumerate()
         {
             let rows = mr.min(mc - q * mr);
+            let mut taps = Taps::from(&self.p.g, i0 + q * mr);
             for r in 0..mr {
                 if r < rows {
-                    im2col_row(self.x, self.g, i0 + q * mr + r, p0, kc, &mut panel[r..], mr);
+                    let t = taps.next().expect("taps never end");
+                    for run in &rs {
+                        gather(self.x, self.p, t, run, &mut panel[r + run.col * mr..], mr);
+                    }
                 } else {
                     panel[r..]
                         .iter_mut()
@@ -395,168 +1042,14 @@ fn whole_input(g: &Conv2dGeom) -> bool {
     g.h_out == 1 && g.w_out == 1 && g.pad == [0, 0] && g.kh == g.h && g.kw == g.w
 }
 
-fn k_len(g: &Conv2dGeom) -> usize {
-    g.c_in * g.kh * g.kw
-}
-
-/// Forward convolution (see the module table). Same contract as the reference kernel.
-pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], g: &Conv2dGeom) {
-    g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
-    let (k, plane) = (k_len(g), g.h_out * g.w_out);
-    if y.is_empty() {
-        return;
-    }
-    // Start from the bias (or zero) and accumulate the product onto it.
-    for (i, v) in y.iter_mut().enumerate() {
-        *v = bias.map_or(0.0, |b| b[(i / plane) % g.c_out]);
-    }
-    if whole_input(g) {
-        // Y (n × c_out) += X (n × K) · Wᵀ (K × c_out).
-        let a = Strided {
-            data: x,
-            rs: k,
-            cs: 1,
-        };
-        let b = Strided {
-            data: w,
-            rs: 1,
-            cs: k,
-        };
-        gemm(
-            [g.n, g.c_out, k],
-            &a,
-            &b,
-            &DenseC::new(y, [g.n, g.c_out], g.c_out),
-            true,
-        );
-        return;
-    }
-    // Images in groups, one GEMM per group: the columns of several images side by side
-    // make a wide GEMM even when each image has few output pixels (DCGAN's 4×4 layers).
-    let (image, out_image) = (g.c_in * g.h * g.w, g.c_out * plane);
-    let per = group_size(g.n);
-    y.par_chunks_mut(per * out_image)
-        .enumerate()
-        .for_each(|(gi, yg)| {
-            let nb = yg.len() / out_image;
-            let a = Strided {
-                data: w,
-                rs: k,
-                cs: 1,
-            };
-            let b = Im2col {
-                x: &x[gi * per * image..],
-                g,
-            };
-            let c = BatchedOut {
-                y: SendPtr(yg.as_mut_ptr()),
-                g,
-            };
-            gemm([g.c_out, nb * plane, k], &a, &b, &c, true);
-        });
-}
-
-/// Images per GEMM: the batch split evenly over the threads.
-fn group_size(n: usize) -> usize {
-    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
-}
-
-/// Gradient w.r.t. the input (see the module table); `dx` is overwritten.
-pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
-    g.assert_buffers("conv2d_backward_data", [dx.len(), w.len(), dy.len()]);
-    let (k, plane) = (k_len(g), g.h_out * g.w_out);
-    if dx.is_empty() {
-        return;
-    }
-    if whole_input(g) {
-        // dX (n × K) = dY (n × c_out) · W (c_out × K).
-        let a = Strided {
-            data: dy,
-            rs: g.c_out,
-            cs: 1,
-        };
-        let b = Strided {
-            data: w,
-            rs: k,
-            cs: 1,
-        };
-        gemm(
-            [g.n, k, g.c_out],
-            &a,
-            &b,
-            &DenseC::new(dx, [g.n, k], k),
-            false,
-        );
-        return;
-    }
-    if let Some((flipped, fg)) = as_forward_conv(w, g) {
-        return conv2d_forward(dy, &flipped, None, dx, &fg);
-    }
-    dx.fill(0.0);
-    let (image, out_image) = (g.c_in * g.h * g.w, g.c_out * plane);
-    let per = group_size(g.n);
-    dx.par_chunks_mut(per * image)
-        .enumerate()
-        .for_each(|(gi, dxg)| {
-            // dX̂ (K × nb·P) = Wᵀ (K × c_out) · dY (c_out × nb·P), scattered by col2im.
-            let nb = dxg.len() / image;
-            let a = Strided {
-                data: w,
-                rs: 1,
-                cs: k,
-            };
-            let b = BatchedCols {
-                dy: &dy[gi * per * out_image..],
-                g,
-            };
-            let sink = Col2im {
-                dx: SendPtr(dxg.as_mut_ptr()),
-                g,
-            };
-            gemm([k, nb * plane, g.c_out], &a, &b, &sink, true);
-        });
-}
-
-/// At stride 1, the input gradient is itself a convolution: of `dy` with the kernel flipped
-/// in both spatial axes and its channel axes swapped, padded by `dilation·(k − 1) − pad`.
-/// Running it through the forward path avoids the col2im scatter. Returns that kernel and
-/// geometry, or `None` when the stride is not 1 (or the padding exceeds the kernel span).
-fn as_forward_conv(w: &[f32], g: &Conv2dGeom) -> Option<(Vec<f32>, Conv2dGeom)> {
-    if g.stride != [1, 1] {
-        return None;
-    }
-    let pad_h = (g.dilation[0] * (g.kh - 1)).checked_sub(g.pad[0])?;
-    let pad_w = (g.dilation[1] * (g.kw - 1)).checked_sub(g.pad[1])?;
-    let fg = Conv2dGeom {
-        n: g.n,
-        c_in: g.c_out,
-        h: g.h_out,
-        w: g.w_out,
-        c_out: g.c_in,
-        pad: [pad_h, pad_w],
-        h_out: g.h,
-        w_out: g.w,
-        ..*g
-    };
-    let mut flipped = vec![0f32; w.len()];
-    for co in 0..g.c_out {
-        for ci in 0..g.c_in {
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    flipped
-                        [((ci * g.c_out + co) * g.kh + (g.kh - 1 - i)) * g.kw + (g.kw - 1 - j)] =
-                        w[((co * g.c_in + ci) * g.kh + i) * g.kw + j];
-                }
-            }
-        }
-    }
-    Some((flipped, fg))
-}
-
 /// Gradient w.r.t. the weight (see the module table); `dw` is overwritten.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
+    backward_weight_with(x, dy, dw, g, false)
+}
+
+fn backward_weight_with(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom, rewrite: bool) {
     g.assert_buffers("conv2d_backward_weight", [x.len(), dw.len(), dy.len()]);
-    let (k, plane) = (k_len(g), g.h_out * g.w_out);
+    let k = k_len(g);
     if dw.is_empty() {
         return;
     }
@@ -573,19 +1066,59 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dG
             rs: k,
             cs: 1,
         };
-        gemm([g.c_out, k, g.n], &a, &b, &c, false);
-        return;
+        return gemm([g.c_out, k, g.n], &a, &b, &c, false);
     }
-    // dWᵀ (K × c_out) = X̂ (K × n·P) · dYᵀ (n·P × c_out), stored transposed.
+    match SpaceToDepth::new(g).filter(|_| rewrite) {
+        Some(sd) => {
+            let xs = sd.input(x);
+            let mut dws = Scratch::reuse(dw.len());
+            weight_plan(&xs, dy, &mut dws, &Plan::plain(&sd.s));
+            sd.weight_back(&dws, dw);
+        }
+        None => weight_plan(x, dy, dw, &Plan::plain(g)),
+    }
+}
+
+/// `dWᵀ (K × c_out) = X̂ (K × n·P) · dYᵀ (n·P × c_out)`, stored transposed into `dw`.
+fn weight_plan(x: &[f32], dy: &[f32], dw: &mut [f32], p: &Plan) {
+    let g = &p.g;
+    let k = k_len(g);
     let sink = TransposedC {
         dw: SendPtr(dw.as_mut_ptr()),
         k,
     };
     gemm(
-        [k, g.c_out, g.n * plane],
-        &Im2colRows { x, g },
+        [k, g.c_out, g.n * g.h_out * g.w_out],
+        &Im2colRows { x, p },
         &OutputGradT { dy, g },
         &sink,
         false,
     );
+}
+
+/// The strided layers rewritten to stride 1: space-to-depth forward and backward-weight,
+/// phase-split backward-data (see the module docs). Measured against the direct forms on
+/// the DCGAN layers (2 cores, AVX-512), they are no faster: the space-to-depth copy costs
+/// about what the strided gathers do, and the phases pack every output-gradient value
+/// `s²·(k/s)²` times where col2im packs it once. Kept as a rung of the ladder.
+pub mod rewrite {
+    use super::*;
+
+    pub fn conv2d_forward(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        g: &Conv2dGeom,
+    ) {
+        forward_with(x, w, bias, y, g, true)
+    }
+
+    pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+        backward_data_with(dy, w, dx, g, true)
+    }
+
+    pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
+        backward_weight_with(x, dy, dw, g, true)
+    }
 }

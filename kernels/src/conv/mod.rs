@@ -131,15 +131,20 @@ pub enum ConvVariant {
     Reference,
     /// [`im2col`]: a materialised im2col matrix per image and the fast GEMM.
     Im2colGemm,
-    /// [`cpu`]: implicit GEMM, im2col values packed straight into the GEMM panels (the default).
+    /// [`cpu`]: implicit GEMM, im2col values gathered straight into the GEMM panels in
+    /// contiguous runs; strided backward-data scattered by col2im (the default).
     ImplicitGemm,
+    /// [`cpu::rewrite`]: implicit GEMM with strided layers rewritten to stride 1
+    /// (space-to-depth forward and backward-weight, phase-split backward-data).
+    ImplicitGemmRewrite,
 }
 
 impl ConvVariant {
-    pub const ALL: [ConvVariant; 3] = [
+    pub const ALL: [ConvVariant; 4] = [
         ConvVariant::Reference,
         ConvVariant::Im2colGemm,
         ConvVariant::ImplicitGemm,
+        ConvVariant::ImplicitGemmRewrite,
     ];
 
     pub fn forward(
@@ -153,6 +158,7 @@ impl ConvVariant {
         match self {
             ConvVariant::Reference => reference::conv2d_forward(x, w, bias, y, g),
             ConvVariant::Im2colGemm => im2col::conv2d_forward(x, w, bias, y, g),
+            ConvVariant::ImplicitGemmRewrite => cpu::rewrite::conv2d_forward(x, w, bias, y, g),
             ConvVariant::ImplicitGemm => cpu::conv2d_forward(x, w, bias, y, g),
         }
     }
@@ -161,6 +167,7 @@ impl ConvVariant {
         match self {
             ConvVariant::Reference => reference::conv2d_backward_data(dy, w, dx, g),
             ConvVariant::Im2colGemm => im2col::conv2d_backward_data(dy, w, dx, g),
+            ConvVariant::ImplicitGemmRewrite => cpu::rewrite::conv2d_backward_data(dy, w, dx, g),
             ConvVariant::ImplicitGemm => cpu::conv2d_backward_data(dy, w, dx, g),
         }
     }
@@ -169,6 +176,7 @@ impl ConvVariant {
         match self {
             ConvVariant::Reference => reference::conv2d_backward_weight(x, dy, dw, g),
             ConvVariant::Im2colGemm => im2col::conv2d_backward_weight(x, dy, dw, g),
+            ConvVariant::ImplicitGemmRewrite => cpu::rewrite::conv2d_backward_weight(x, dy, dw, g),
             ConvVariant::ImplicitGemm => cpu::conv2d_backward_weight(x, dy, dw, g),
         }
     }

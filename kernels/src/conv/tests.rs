@@ -155,7 +155,11 @@ mod fast {
     }
 
     fn check_all(g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
-        for v in [ConvVariant::Im2colGemm, ConvVariant::ImplicitGemm] {
+        for v in [
+            ConvVariant::Im2colGemm,
+            ConvVariant::ImplicitGemm,
+            ConvVariant::ImplicitGemmRewrite,
+        ] {
             check_variant(v, g, seed)?;
         }
         Ok(())
@@ -232,6 +236,35 @@ mod fast {
             let g = geom(n, c_in, [h, w], c_out, [h, w], 1, 0, 1).unwrap();
             prop_assert_eq!((g.h_out, g.w_out), (1, 1));
             check_all(&g, seed)?;
+        }
+    }
+
+    #[test]
+    fn different_strides_and_padding_per_axis() {
+        // Space-to-depth and the phases work per axis: stride 2 × 3, kernel 4 × 3 (both
+        // multiples), padding 1 × 2, and a kernel that is not a multiple (5 × 3, stride 2 × 3).
+        for (k, s, p) in [
+            ([4, 3], [2, 3], [1, 2]),
+            ([5, 3], [2, 3], [2, 0]),
+            ([2, 6], [2, 3], [0, 1]),
+        ] {
+            let g = Conv2dGeom {
+                n: 2,
+                c_in: 5,
+                h: 11,
+                w: 13,
+                c_out: 7,
+                kh: k[0],
+                kw: k[1],
+                stride: s,
+                pad: p,
+                dilation: [1, 1],
+                h_out: 0,
+                w_out: 0,
+            }
+            .with_conv_output()
+            .unwrap();
+            check_all(&g, 7).unwrap();
         }
     }
 
