@@ -120,30 +120,58 @@ struct Run {
     ow: usize,
 }
 
-/// Splits GEMM columns `j0..j0 + len` (pixels `(b, oh, ow)` in order) into runs, appended to
-/// `out`. One division for the first column; the rest is stepping.
-fn runs(g: &Conv2dGeom, j0: usize, len: usize, out: &mut Vec<Run>) {
-    out.clear();
-    let plane = g.h_out * g.w_out;
-    let (mut b, pix) = (j0 / plane, j0 % plane);
-    let (mut oh, mut ow) = (pix / g.w_out, pix % g.w_out);
-    let mut col = 0;
-    while col < len {
-        let run = (g.w_out - ow).min(len - col);
-        out.push(Run {
-            col,
-            len: run,
-            b,
-            oh,
-            ow,
-        });
-        col += run;
-        ow = 0;
-        oh += 1;
-        if oh == g.h_out {
-            oh = 0;
-            b += 1;
+/// The runs of GEMM columns `j0..j0 + len` (pixels `(b, oh, ow)` in order). One division
+/// to find the first column; the rest is stepping. It is `Copy`, so a packer finds the
+/// start once and walks the runs again for every tap, with nothing allocated.
+#[derive(Clone, Copy)]
+struct Runs {
+    h_out: usize,
+    w_out: usize,
+    col: usize,
+    len: usize,
+    b: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Runs {
+    fn new(g: &Conv2dGeom, j0: usize, len: usize) -> Runs {
+        let plane = g.h_out * g.w_out;
+        let pix = j0 % plane;
+        Runs {
+            h_out: g.h_out,
+            w_out: g.w_out,
+            col: 0,
+            len,
+            b: j0 / plane,
+            oh: pix / g.w_out,
+            ow: pix % g.w_out,
         }
+    }
+}
+
+impl Iterator for Runs {
+    type Item = Run;
+    #[inline]
+    fn next(&mut self) -> Option<Run> {
+        if self.col >= self.len {
+            return None;
+        }
+        let run = Run {
+            col: self.col,
+            len: (self.w_out - self.ow).min(self.len - self.col),
+            b: self.b,
+            oh: self.oh,
+            ow: self.ow,
+        };
+        self.col += run.len;
+        self.ow = 0;
+        self.oh += 1;
+        if self.oh == self.h_out {
+            self.oh = 0;
+            self.b += 1;
+        }
+        Some(run)
     }
 }
 
@@ -172,28 +200,7 @@ fn gather(
     }
     let sw = g.stride[1] as isize;
     let iw0 = (r.ow * g.stride[1] + j * g.dilation[1]) as isize + p.origin[1];
-    // Valid positions e in lo..hi satisfy 0 <= iw0 + e·sw < w (no division at stride 1:
-    // this runs once per run and panel row).
-    let (lo, hi) = if sw == 1 {
-        let lo = (-iw0).clamp(0, len as isize) as usize;
-        (
-            lo,
-            (g.w as isize - iw0).clamp(lo as isize, len as isize) as usize,
-        )
-    } else {
-        let lo = if iw0 >= 0 {
-            0
-        } else {
-            ((-iw0 + sw - 1) / sw) as usize
-        }
-        .min(len);
-        let hi = if iw0 >= g.w as isize {
-            0
-        } else {
-            ((g.w as isize - iw0 + sw - 1) / sw) as usize
-        };
-        (lo, hi.clamp(lo, len))
-    };
+    let (lo, hi) = inside(iw0, g.stride[1], g.w, len);
     let row = ((r.b * g.c_in + ci) * g.h + ih as usize) * g.w;
     // With nothing valid (lo == hi) the start may lie outside the row; nothing is read.
     let start = if lo < hi {
@@ -220,6 +227,25 @@ fn gather(
             out[e * step] = *v;
         }
     }
+}
+
+/// The positions `e` in `0..count` with `0 <= first + e·step < bound`, as `lo..hi` (empty
+/// when there are none). At step 1 there is no division: this runs once per run and panel
+/// row.
+#[inline(always)]
+fn inside(first: isize, step: usize, bound: usize, count: usize) -> (usize, usize) {
+    let (s, b, n) = (step as isize, bound as isize, count as isize);
+    if step == 1 {
+        let lo = (-first).clamp(0, n);
+        return (lo as usize, (b - first).clamp(lo, n) as usize);
+    }
+    let lo = if first >= 0 { 0 } else { (-first + s - 1) / s }.min(n);
+    let hi = if first >= b {
+        0
+    } else {
+        (b - first + s - 1) / s
+    };
+    (lo as usize, hi.clamp(lo, n) as usize)
 }
 
 /// `dst = src[..dst.len()]` for the short slices of packing (at most a panel row): blocks
@@ -288,22 +314,23 @@ struct Im2col<'a> {
 impl PackB for Im2col<'_> {
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
         let g = &self.p.g;
-        let mut rs = Vec::with_capacity(nr);
+        // The offset table of the short-run path, reused by every panel.
+        let (mut table, mut image) = (Vec::new(), Vec::new());
         for (q, panel) in dst
             .chunks_exact_mut(kc * nr)
             .take(nc.div_ceil(nr))
             .enumerate()
         {
             let cols = nr.min(nc - q * nr);
-            // The runs depend on the columns only: found once, used for every tap.
-            runs(g, j0 + q * nr, cols, &mut rs);
-            if g.stride[1] != 1 || cols < SHORT_RUN * rs.len() {
-                self.pack_by_table(p0, kc, &rs, nr, panel);
+            // The runs depend on the columns only: found once, walked for every tap.
+            let rs = Runs::new(g, j0 + q * nr, cols);
+            if g.stride[1] != 1 || cols < SHORT_RUN * rs.count() {
+                self.pack_by_table(p0, kc, rs, nr, panel, &mut table, &mut image);
                 continue;
             }
             for (out, t) in panel.chunks_exact_mut(nr).take(kc).zip(Taps::from(g, p0)) {
-                for r in &rs {
-                    gather(self.x, self.p, t, r, &mut out[r.col..], 1);
+                for r in rs {
+                    gather(self.x, self.p, t, &r, &mut out[r.col..], 1);
                 }
                 zero(&mut out[cols..]);
             }
@@ -319,12 +346,24 @@ const SHORT_RUN: usize = 16;
 impl Im2col<'_> {
     /// Packs one panel (columns given by `rs`) value by value: for each spatial tap and
     /// column, where in a channel plane the tap reads (or −1 in the padding). The same table
-    /// serves every input channel.
-    fn pack_by_table(&self, p0: usize, kc: usize, rs: &[Run], nr: usize, panel: &mut [f32]) {
+    /// serves every input channel. `table` and `image` are the caller's buffers.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_by_table(
+        &self,
+        p0: usize,
+        kc: usize,
+        rs: Runs,
+        nr: usize,
+        panel: &mut [f32],
+        table: &mut Vec<isize>,
+        image: &mut Vec<usize>,
+    ) {
         let (p, g) = (self.p, &self.p.g);
         let (plane, taps) = (g.h * g.w, g.kh * g.kw);
-        let mut table = vec![-1isize; taps * nr];
-        let mut image = vec![0usize; nr];
+        table.clear();
+        table.resize(taps * nr, -1);
+        image.clear();
+        image.resize(nr, 0);
         for r in rs {
             for e in 0..r.len {
                 let c = r.col + e;
@@ -374,9 +413,7 @@ impl StoreC for PlanOut<'_> {
         add: bool,
     ) {
         let o = &self.p.out;
-        let mut rs = Vec::with_capacity(w);
-        runs(&self.p.g, j, w, &mut rs);
-        for run in &rs {
+        for run in Runs::new(&self.p.g, j, w) {
             let base = o.offset + run.b * o.image + run.oh * o.row + run.ow * o.col;
             for r in 0..h {
                 let at = base + (i + r) * o.chan;
@@ -549,10 +586,7 @@ impl SpaceToDepth {
                     let (a, c) = (ac / sw, ac % sw);
                     // Columns ww read iw = sw·ww + c − pw: valid for ww in lo..hi.
                     let first = c as isize - pw;
-                    let lo = ((-first).max(0) as usize).div_ceil(sw).min(s.w);
-                    let hi = ((g.w as isize - first).max(0) as usize)
-                        .div_ceil(sw)
-                        .clamp(lo, s.w);
+                    let (lo, hi) = inside(first, sw, g.w, s.w);
                     for (hh, row) in plane.chunks_exact_mut(s.w).enumerate() {
                         let ih = (sh * hh + a) as isize - ph;
                         if ih < 0 || ih >= g.h as isize || lo == hi {
@@ -833,17 +867,16 @@ impl PackB for BatchedCols<'_> {
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
         let g = self.g;
         let plane_out = g.h_out * g.w_out;
-        let mut rs = Vec::with_capacity(nr);
         for (q, panel) in dst
             .chunks_exact_mut(kc * nr)
             .take(nc.div_ceil(nr))
             .enumerate()
         {
             let cols = nr.min(nc - q * nr);
-            runs(g, j0 + q * nr, cols, &mut rs);
+            let rs = Runs::new(g, j0 + q * nr, cols);
             for (p, out) in panel.chunks_exact_mut(nr).take(kc).enumerate() {
                 // Row co of image b is contiguous: dy[(b·c_out + co)·P + pixel].
-                for r in &rs {
+                for r in rs {
                     let at = (r.b * g.c_out + p0 + p) * plane_out + r.oh * g.w_out + r.ow;
                     out[r.col..r.col + r.len].copy_from_slice(&self.dy[at..at + r.len]);
                 }
@@ -875,11 +908,10 @@ impl StoreC for Col2im<'_> {
         // Every partial product adds into the (zeroed) gradient, whichever K block it is from.
         let g = self.g;
         let plane_in = g.h * g.w;
-        let mut rs = Vec::with_capacity(w);
-        runs(g, j, w, &mut rs);
+        let rs = Runs::new(g, j, w);
         for r in 0..h {
             let (ci, ki, kj) = tap(g, i + r);
-            for run in &rs {
+            for run in rs {
                 let ih = (run.oh * g.stride[0] + ki * g.dilation[0]) as isize - g.pad[0] as isize;
                 if ih < 0 || ih >= g.h as isize {
                     continue;
@@ -941,8 +973,7 @@ struct Im2colRows<'a> {
 
 impl PackA for Im2colRows<'_> {
     fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
-        let mut rs = Vec::new();
-        runs(&self.p.g, p0, kc, &mut rs);
+        let rs = Runs::new(&self.p.g, p0, kc);
         for (q, panel) in dst
             .chunks_exact_mut(kc * mr)
             .take(mc.div_ceil(mr))
@@ -953,8 +984,8 @@ impl PackA for Im2colRows<'_> {
             for r in 0..mr {
                 if r < rows {
                     let t = taps.next().expect("taps never end");
-                    for run in &rs {
-                        gather(self.x, self.p, t, run, &mut panel[r + run.col * mr..], mr);
+                    for run in rs {
+                        gather(self.x, self.p, t, &run, &mut panel[r + run.col * mr..], mr);
                     }
                 } else {
                     panel[r..]
