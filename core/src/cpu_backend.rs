@@ -52,8 +52,9 @@ fn slice_mut<'a, T: CpuElem>(op: &'static str, s: &'a mut CpuStorage) -> Result<
     T::slice_mut(s).ok_or_else(|| Error::dtype_mismatch(op, T::DTYPE, dtype))
 }
 
-fn zeros<T: CpuElem + Default + Clone>(len: usize) -> Vec<T> {
-    vec![T::default(); len]
+/// A zeroed buffer (large f32 ones come from the buffer pool, see `pool`).
+fn zeros<T: CpuElem>(len: usize) -> Vec<T> {
+    T::zeros(len)
 }
 
 pub fn to_dtype(s: &CpuStorage, dtype: DType) -> CpuStorage {
@@ -189,7 +190,7 @@ pub fn scatter(
 pub fn matmul(a: &CpuStorage, b: &CpuStorage, geom: &GemmGeom) -> Result<CpuStorage> {
     // f32 takes the SIMD GEMM; f64 (gradient checks) the reference.
     if let (CpuStorage::F32(a), CpuStorage::F32(b)) = (a, b) {
-        let mut c = vec![0f32; geom.batch * geom.m * geom.n];
+        let mut c = zeros::<f32>(geom.batch * geom.m * geom.n);
         gantry_kernels::gemm::cpu::matmul(a, b, &mut c, geom);
         return Ok(CpuStorage::F32(c));
     }
@@ -209,7 +210,7 @@ pub fn conv2d(
 ) -> Result<CpuStorage> {
     if let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) {
         let bias = bias.map(|b| view::<f32>("conv2d", b)).transpose()?;
-        let mut y = vec![0f32; geom.output_len_total()];
+        let mut y = zeros::<f32>(geom.output_len_total());
         gantry_kernels::conv::cpu::conv2d_forward(x, w, bias, &mut y, geom);
         return Ok(CpuStorage::F32(y));
     }
@@ -228,7 +229,7 @@ pub fn conv2d_backward_data(
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
     if let (CpuStorage::F32(dy), CpuStorage::F32(w)) = (dy, w) {
-        let mut dx = vec![0f32; geom.input_len()];
+        let mut dx = zeros::<f32>(geom.input_len());
         gantry_kernels::conv::cpu::conv2d_backward_data(dy, w, &mut dx, geom);
         return Ok(CpuStorage::F32(dx));
     }
@@ -247,7 +248,7 @@ pub fn conv2d_backward_weight(
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
     if let (CpuStorage::F32(x), CpuStorage::F32(dy)) = (x, dy) {
-        let mut dw = vec![0f32; geom.weight_len()];
+        let mut dw = zeros::<f32>(geom.weight_len());
         gantry_kernels::conv::cpu::conv2d_backward_weight(x, dy, &mut dw, geom);
         return Ok(CpuStorage::F32(dw));
     }
@@ -459,19 +460,74 @@ fn check_state(op: &'static str, p: &CpuStorage, others: &[&CpuStorage]) -> Resu
     Ok(())
 }
 
-pub fn adam_step(
-    p: &mut CpuStorage,
-    g: &CpuStorage,
+pub fn adam_step_fused(
+    params: Vec<&mut CpuStorage>,
+    grads: &[&CpuStorage],
     m: &mut CpuStorage,
     v: &mut CpuStorage,
-    h: &AdamStep,
+    ranges: &[std::ops::Range<usize>],
+    steps: &[AdamStep],
 ) -> Result<()> {
     let op = "adam_step";
-    check_state(op, p, &[g, m, v])?;
-    with_float!(op, p.dtype(), T => {
-        let g = view::<T>(op, g)?;
-        let (p, m, v) = (slice_mut::<T>(op, p)?, slice_mut::<T>(op, m)?, slice_mut::<T>(op, v)?);
-        k::adam_step(p, g, m, v, h);
+    let n = params.len();
+    if grads.len() != n || ranges.len() != n || steps.len() != n {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{n} parameters but {} gradients, {} moment ranges and {} steps",
+                grads.len(),
+                ranges.len(),
+                steps.len()
+            ),
+        ));
+    }
+    let Some(first) = params.first() else {
+        return Ok(());
+    };
+    let dtype = first.dtype();
+    check_state(op, m, &[v])?;
+    let mut end = 0;
+    for ((p, g), r) in params.iter().zip(grads).zip(ranges) {
+        check_state(op, p, &[g])?;
+        if p.dtype() != dtype {
+            return Err(Error::dtype_mismatch(op, dtype, p.dtype()));
+        }
+        if r.start < end || r.len() != p.len() || r.end > m.len() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "moment range {r:?} for a parameter of {} elements (after {end}, in a buffer of {})",
+                    p.len(),
+                    m.len()
+                ),
+            ));
+        }
+        end = r.end;
+    }
+    if m.dtype() != dtype {
+        return Err(Error::dtype_mismatch(op, dtype, m.dtype()));
+    }
+    with_float!(op, dtype, T => {
+        let (mut m_rest, mut v_rest) = (slice_mut::<T>(op, m)?, slice_mut::<T>(op, v)?);
+        let mut at = 0;
+        let mut segments = Vec::with_capacity(n);
+        for (((p, g), r), h) in params.into_iter().zip(grads).zip(ranges).zip(steps) {
+            // Walk the flat moments forward, cutting out each parameter's range.
+            let (_, m_tail) = std::mem::take(&mut m_rest).split_at_mut(r.start - at);
+            let (_, v_tail) = std::mem::take(&mut v_rest).split_at_mut(r.start - at);
+            let (m_here, m_next) = m_tail.split_at_mut(r.len());
+            let (v_here, v_next) = v_tail.split_at_mut(r.len());
+            (m_rest, v_rest, at) = (m_next, v_next, r.end);
+            segments.push(gantry_kernels::optim::cpu::AdamSegment {
+                param: slice_mut::<T>(op, p)?,
+                grad: view::<T>(op, g)?,
+                m: m_here,
+                v: v_here,
+                step: *h,
+            });
+        }
+        // f64 runs the same kernel: the fused step is the reference's own formula per element.
+        gantry_kernels::optim::cpu::adam_step_fused(segments);
         Ok(())
     })
 }

@@ -79,10 +79,15 @@ pub trait CpuElem: crate::WithDType {
     fn slice(s: &CpuStorage) -> Option<&[Self]>;
     fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
     fn wrap(v: Vec<Self>) -> CpuStorage;
+    /// A zero-filled buffer of `len` elements.
+    fn zeros(len: usize) -> Vec<Self>;
 }
 
 macro_rules! cpu_elem {
     ($t:ty, $variant:ident) => {
+        cpu_elem!($t, $variant, |len| vec![<$t>::default(); len]);
+    };
+    ($t:ty, $variant:ident, $zeros:expr) => {
         impl CpuElem for $t {
             fn slice(s: &CpuStorage) -> Option<&[Self]> {
                 match s {
@@ -99,10 +104,14 @@ macro_rules! cpu_elem {
             fn wrap(v: Vec<Self>) -> CpuStorage {
                 CpuStorage::$variant(v)
             }
+            fn zeros(len: usize) -> Vec<Self> {
+                ($zeros)(len)
+            }
         }
     };
 }
-cpu_elem!(f32, F32);
+// f32 is the training dtype: its large buffers are reused between steps.
+cpu_elem!(f32, F32, crate::pool::zeros_f32);
 cpu_elem!(f64, F64);
 cpu_elem!(f16, F16);
 cpu_elem!(bf16, BF16);
@@ -149,6 +158,13 @@ impl Storage {
     /// `len` copies of `value` on `device`.
     pub fn full(device: Device, dtype: DType, len: usize, value: f64) -> Result<Storage> {
         device.check_available("full")?;
+        if dtype == DType::F32 {
+            let mut v = crate::pool::zeros_f32(len);
+            if value != 0.0 {
+                v.fill(value as f32);
+            }
+            return Ok(Storage::Cpu(CpuStorage::F32(v)));
+        }
         Ok(Storage::Cpu(CpuStorage::from_f64_iter(
             dtype,
             std::iter::repeat_n(value, len),
@@ -354,24 +370,30 @@ impl Storage {
             .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))))
     }
 
-    /// One Adam step in place on this parameter buffer, with its moment buffers `m` and `v`.
-    pub fn adam_step(
-        &mut self,
-        grad: &Storage,
+    /// One fused Adam step over several parameters at once. The moments of all of them lie
+    /// in the flat buffers `m` and `v`: parameter `i`'s at `ranges[i]` (ascending, disjoint),
+    /// and it takes step `steps[i]`.
+    pub fn adam_step_fused(
+        params: &mut [&mut Storage],
+        grads: &[&Storage],
         m: &mut Storage,
         v: &mut Storage,
-        h: &AdamStep,
+        ranges: &[std::ops::Range<usize>],
+        steps: &[AdamStep],
     ) -> Result<()> {
-        match (self, grad, m, v) {
-            (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
-                cpu::adam_step(p, g, m, v, h)
-            }
-            #[allow(unreachable_patterns)]
-            _ => Err(Error::device(
-                "adam_step",
-                "operands are on different devices",
-            )),
-        }
+        let op = "adam_step";
+        let (Storage::Cpu(m), Storage::Cpu(v)) = (m, v);
+        let params = params
+            .iter_mut()
+            .map(|p| match &mut **p {
+                Storage::Cpu(p) => Ok(p),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let grads = grads
+            .iter()
+            .map(|g| on_cpu!(op, g => Ok(g)))
+            .collect::<Result<Vec<_>>>()?;
+        cpu::adam_step_fused(params, &grads, m, v, ranges, steps)
     }
 
     /// One SGD step in place on this parameter buffer, with an optional momentum buffer.

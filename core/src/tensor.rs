@@ -54,6 +54,17 @@ impl StorageCell {
     }
 }
 
+impl Drop for StorageCell {
+    /// Hands a large f32 buffer to the pool, so the next step's same-sized tensor reuses it
+    /// (see `pool`).
+    fn drop(&mut self) {
+        let data = self.data.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Storage::Cpu(CpuStorage::F32(v)) = data {
+            crate::pool::recycle_f32(std::mem::take(v));
+        }
+    }
+}
+
 pub(crate) enum GradKind {
     Constant,
     Variable,

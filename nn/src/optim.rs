@@ -6,11 +6,13 @@
 //! the generator. A parameter without a gradient in the store is skipped, its state untouched
 //! (as PyTorch skips parameters whose `.grad` is `None`).
 //!
-//! Each step is one fused pass per parameter (`gantry_kernels::optim`). State (moments,
+//! Adam steps every parameter in one fused pass over flat moment buffers; SGD takes one fused
+//! pass per parameter (`gantry_kernels::optim`). State (moments,
 //! momentum buffers, per-parameter step counts) saves to and loads from safetensors, named
 //! `<param>.exp_avg`, `<param>.exp_avg_sq`, `<param>.step`, `<param>.momentum_buffer`.
 
 use crate::checkpoint::{load_tensors, save_tensors};
+use gantry_core::storage::Storage;
 use gantry_core::{AdamStep, Device, Error, GradStore, Result, SgdStep, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
@@ -180,18 +182,22 @@ impl AdamConfig {
     }
 }
 
-struct AdamState {
-    m: Tensor,
-    v: Tensor,
-    step: u64,
-}
-
 /// Adam (Kingma & Ba), exactly as `torch.optim.Adam` (single-tensor path): bias-corrected
 /// moments, ε added after the square root, optional L2 weight decay.
+///
+/// The moments of all parameters live in two flat buffers, end to end in parameter order, and
+/// a step updates every parameter that has a gradient in one fused parallel pass
+/// (`gantry_kernels::optim::cpu::adam_step_fused`). All parameters therefore share one dtype
+/// and device.
 pub struct Adam {
     params: Params,
     config: AdamConfig,
-    state: Vec<Option<AdamState>>,
+    /// First and second moments: parameter `i`'s at `offsets[i]..offsets[i + 1]`.
+    m: Tensor,
+    v: Tensor,
+    offsets: Vec<usize>,
+    /// Steps taken per parameter; 0 means it has no state yet (and its moments are zero).
+    steps: Vec<u64>,
 }
 
 impl Adam {
@@ -208,11 +214,34 @@ impl Adam {
             return Err(Error::invalid(op, format!("invalid hyper-parameters {config:?} (need lr, eps, weight_decay ≥ 0 and betas in [0, 1))")));
         }
         let params = Params::new(op, params)?;
-        let state = params.0.iter().map(|_| None).collect();
+        let (dtype, device) = match params.0.first() {
+            Some((_, p)) => (p.dtype(), p.device()),
+            None => (gantry_core::DType::F32, Device::Cpu),
+        };
+        let mut offsets = vec![0];
+        for (name, p) in &params.0 {
+            if p.dtype() != dtype || p.device() != device {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "all parameters must share one dtype and device (their moments are one flat buffer): {} is {:?} on {:?}, {} is {:?} on {:?}",
+                        params.0[0].0, dtype, device, name, p.dtype(), p.device()
+                    ),
+                ));
+            }
+            offsets.push(offsets.last().unwrap() + p.elem_count());
+        }
+        let total = *offsets.last().unwrap();
+        let m = Tensor::zeros([total], dtype, device)?;
+        let v = Tensor::zeros([total], dtype, device)?;
+        let steps = vec![0; params.0.len()];
         Ok(Adam {
             params,
             config,
-            state,
+            m,
+            v,
+            offsets,
+            steps,
         })
     }
     pub fn config(&self) -> AdamConfig {
@@ -221,41 +250,57 @@ impl Adam {
     /// How many steps parameter `name` has taken.
     pub fn steps_of(&self, name: &str) -> Option<u64> {
         let i = self.params.0.iter().position(|(n, _)| n == name)?;
-        Some(self.state[i].as_ref().map_or(0, |s| s.step))
+        Some(self.steps[i])
+    }
+    /// Parameter `i`'s slice of a flat moment buffer, in the parameter's shape.
+    fn moment(&self, flat: &Tensor, i: usize) -> Result<Tensor> {
+        let (start, end) = (self.offsets[i], self.offsets[i + 1]);
+        flat.narrow(0, start, end - start)?
+            .reshape(self.params.0[i].1.shape().clone())
     }
 }
 
 impl Optimizer for Adam {
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         let c = self.config;
+        let mut stepping = Vec::new();
         for i in 0..self.params.0.len() {
-            let Some(g) = self.params.grad("Adam.step", i, grads)? else {
-                continue;
-            };
-            let p = &self.params.0[i].1;
-            if self.state[i].is_none() {
-                self.state[i] = Some(AdamState {
-                    m: p.zeros_like()?,
-                    v: p.zeros_like()?,
-                    step: 0,
-                });
+            if let Some(g) = self.params.grad("Adam.step", i, grads)? {
+                stepping.push((i, g));
             }
-            let s = self.state[i].as_mut().expect("just set");
-            let h = AdamStep {
+        }
+        let mut param_guards: Vec<_> = stepping
+            .iter()
+            .map(|&(i, _)| self.params.0[i].1.storage_mut())
+            .collect();
+        let grad_guards: Vec<_> = stepping.iter().map(|(_, g)| g.storage()).collect();
+        let mut params: Vec<&mut Storage> = param_guards.iter_mut().map(|g| &mut **g).collect();
+        let grads: Vec<&Storage> = grad_guards.iter().map(|g| &**g).collect();
+        let ranges: Vec<_> = stepping
+            .iter()
+            .map(|&(i, _)| self.offsets[i]..self.offsets[i + 1])
+            .collect();
+        let steps: Vec<_> = stepping
+            .iter()
+            .map(|&(i, _)| AdamStep {
                 lr: c.lr,
                 beta1: c.betas.0,
                 beta2: c.betas.1,
                 eps: c.eps,
                 weight_decay: c.weight_decay,
-                step: s.step + 1,
-            };
-            p.storage_mut().adam_step(
-                &g.storage(),
-                &mut s.m.storage_mut(),
-                &mut s.v.storage_mut(),
-                &h,
-            )?;
-            s.step += 1;
+                step: self.steps[i] + 1,
+            })
+            .collect();
+        Storage::adam_step_fused(
+            &mut params,
+            &grads,
+            &mut self.m.storage_mut(),
+            &mut self.v.storage_mut(),
+            &ranges,
+            &steps,
+        )?;
+        for &(i, _) in &stepping {
+            self.steps[i] += 1;
         }
         Ok(())
     }
@@ -267,11 +312,11 @@ impl Optimizer for Adam {
     }
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
-        for ((name, _), s) in self.params.0.iter().zip(&self.state) {
-            if let Some(s) = s {
-                out.push((format!("{name}.exp_avg"), s.m.clone()));
-                out.push((format!("{name}.exp_avg_sq"), s.v.clone()));
-                out.push((format!("{name}.step"), step_tensor(s.step)?));
+        for (i, (name, _)) in self.params.0.iter().enumerate() {
+            if self.steps[i] > 0 {
+                out.push((format!("{name}.exp_avg"), self.moment(&self.m, i)?));
+                out.push((format!("{name}.exp_avg_sq"), self.moment(&self.v, i)?));
+                out.push((format!("{name}.step"), step_tensor(self.steps[i])?));
             }
         }
         Ok(out)
@@ -289,25 +334,52 @@ impl Optimizer for Adam {
                 .expect("known field");
             fresh[i][slot] = Some(t.clone());
         }
-        let mut state = Vec::with_capacity(fresh.len());
+        // Build both flat buffers anew, so nothing changes unless every parameter's state is
+        // whole, and so the loaded tensors are copied rather than shared.
+        let (mut ms, mut vs, mut steps) = (Vec::new(), Vec::new(), Vec::new());
         for (i, [m, v, step]) in fresh.into_iter().enumerate() {
             let (name, p) = &self.params.0[i];
-            state.push(match (m, v, step) {
-                (None, None, None) => None,
-                (Some(m), Some(v), Some(step)) => Some(AdamState {
-                    m: state_copy(&m, p)?,
-                    v: state_copy(&v, p)?,
-                    step: step.to_scalar()? as u64,
-                }),
+            let flat = |t: &Tensor| -> Result<Tensor> {
+                t.to_dtype(p.dtype())?
+                    .to_device(p.device())?
+                    .reshape([p.elem_count()])
+            };
+            match (m, v, step) {
+                (None, None, None) => {
+                    let zero = Tensor::zeros([p.elem_count()], p.dtype(), p.device())?;
+                    ms.push(zero.clone());
+                    vs.push(zero);
+                    steps.push(0);
+                }
+                (Some(m), Some(v), Some(step)) => {
+                    ms.push(flat(&m)?);
+                    vs.push(flat(&v)?);
+                    steps.push(step.to_scalar()? as u64);
+                }
                 _ => {
                     return Err(Error::invalid(
                         "Adam.load",
                         format!("{name}: exp_avg, exp_avg_sq and step must be saved together"),
                     ))
                 }
-            });
+            }
         }
-        self.state = state;
+        let total = *self.offsets.last().expect("offsets start at 0");
+        let empty = self.m.zeros_like()?;
+        let concat = |parts: Vec<Tensor>| -> Result<Tensor> {
+            if parts.is_empty() {
+                return Ok(empty.clone());
+            }
+            let flat = Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?;
+            debug_assert_eq!(flat.elem_count(), total);
+            // A buffer of its own (concat of one part may share that part's storage).
+            let own = flat.zeros_like()?;
+            own.set(&flat)?;
+            Ok(own)
+        };
+        self.m = concat(ms)?;
+        self.v = concat(vs)?;
+        self.steps = steps;
         Ok(())
     }
 }
@@ -433,6 +505,66 @@ impl Optimizer for Sgd {
             buffers[i] = Some(state_copy(t, &self.params.0[i].1)?);
         }
         self.buffers = buffers;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_core::DType;
+
+    fn param(dtype: DType) -> Tensor {
+        Tensor::ones([2, 3], dtype, Device::Cpu).unwrap().variable()
+    }
+
+    #[test]
+    fn adam_rejects_parameters_of_different_dtypes_by_name() {
+        let params = vec![
+            ("a".into(), param(DType::F32)),
+            ("b".into(), param(DType::F64)),
+        ];
+        let err = Adam::new(params, AdamConfig::default())
+            .err()
+            .expect("an error");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Adam") && msg.contains("a is") && msg.contains("b is"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn adam_state_round_trips_through_its_tensors() -> Result<()> {
+        // Two parameters, of which only the second has a gradient: its moments come back in
+        // its own shape and the first has no state.
+        let (a, b) = (param(DType::F32), param(DType::F32));
+        let named = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+        let mut adam = Adam::new(named.clone(), AdamConfig::default())?;
+        let grads = b.mul_scalar(3.0)?.sum_all()?.backward()?;
+        adam.step(&grads)?;
+        adam.step(&grads)?;
+        let state = adam.state_tensors()?;
+        let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["b.exp_avg", "b.exp_avg_sq", "b.step"]);
+        assert_eq!(state[0].1.dims(), &[2, 3]);
+        assert_eq!(adam.steps_of("b"), Some(2));
+        assert_eq!(adam.steps_of("a"), Some(0));
+
+        let mut other = Adam::new(named, AdamConfig::default())?;
+        other.load_state_tensors(&state)?;
+        let again = other.state_tensors()?;
+        for ((n1, t1), (n2, t2)) in state.iter().zip(&again) {
+            assert_eq!(n1, n2);
+            let f = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec::<f64>();
+            assert_eq!(f(t1)?, f(t2)?);
+        }
+        // The first moment of a constant gradient 3 after two steps: 3·(1 − 0.9²).
+        let m = again[0].1.to_vec::<f32>()?;
+        assert!(
+            m.iter().all(|&x| (x - 3.0 * (1.0 - 0.81)).abs() < 1e-6),
+            "{m:?}"
+        );
         Ok(())
     }
 }

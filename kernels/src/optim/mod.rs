@@ -5,6 +5,7 @@
 //! the scalars PyTorch computes in Python (`f64`) are computed here in `f64` too and rounded
 //! once to the element type, as PyTorch rounds a Python scalar.
 
+pub mod cpu;
 pub mod reference;
 
 /// One Adam step's hyper-parameters, with the bias corrections of step `step` (counted from 1).
