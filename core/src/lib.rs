@@ -36,6 +36,7 @@ pub use autograd::{is_grad_enabled, no_grad, BackwardCtx, GradStore, NoGradGuard
 pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
+pub use gantry_kernels::elementwise::UnaryOp;
 pub use gantry_kernels::optim::{AdamStep, SgdStep};
 pub use ops::{BatchStats, Conv2dParams, ConvTranspose2dParams};
 pub use pool::{pool_stats, release_buffers, PoolStats};

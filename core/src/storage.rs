@@ -275,33 +275,37 @@ impl Storage {
         on_cpu!("batch_norm", x => cpu::batch_norm_stats(x, geom).map(|(m, v)| (Storage::Cpu(m), Storage::Cpu(v))))
     }
 
+    /// Batch norm with the given statistics, then the activation `act` if any (fused).
     pub fn batch_norm_forward(
         &self,
         stats: (&Storage, &Storage),
         affine: (Option<&Storage>, Option<&Storage>),
         eps: f64,
+        act: Option<UnaryOp>,
         geom: &BatchNormGeom,
     ) -> Result<Storage> {
         let (x, (mean, var)) = (self, stats);
         let w = opt_cpu("batch_norm", affine.0)?;
         let b = opt_cpu("batch_norm", affine.1)?;
-        on_cpu!("batch_norm", x, mean, var => cpu::batch_norm_forward(x, mean, var, w, b, eps, geom).map(Storage::Cpu))
+        on_cpu!("batch_norm", x, mean, var => cpu::batch_norm_forward(x, mean, var, (w, b), eps, act, geom).map(Storage::Cpu))
     }
 
-    /// `(dx, dweight, dbias)`.
+    /// `(dx, dweight, dbias)`; with `act`, `dy` is the gradient of the activation's output.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_backward(
         &self,
         dy: &Storage,
         stats: (&Storage, &Storage),
-        weight: Option<&Storage>,
+        affine: (Option<&Storage>, Option<&Storage>),
         eps: f64,
         training: bool,
+        act: Option<UnaryOp>,
         geom: &BatchNormGeom,
     ) -> Result<(Storage, Storage, Storage)> {
         let (x, (mean, var)) = (self, stats);
-        let w = opt_cpu("batch_norm_backward", weight)?;
-        on_cpu!("batch_norm_backward", x, dy, mean, var => cpu::batch_norm_backward(x, dy, mean, var, w, eps, training, geom)
+        let w = opt_cpu("batch_norm_backward", affine.0)?;
+        let b = opt_cpu("batch_norm_backward", affine.1)?;
+        on_cpu!("batch_norm_backward", x, dy, mean, var => cpu::batch_norm_backward(x, dy, mean, var, (w, b), eps, training, act, geom)
             .map(|(a, b, c)| (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c))))
     }
 

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use gantry_core::loss::{self, Reduction};
-use gantry_core::{Conv2dParams, ConvTranspose2dParams, DType, Rng, Tensor};
+use gantry_core::{Conv2dParams, ConvTranspose2dParams, DType, Rng, Tensor, UnaryOp};
 use proptest::prelude::*;
 
 /// Shapes of rank 1..=4 with dimensions 1..=4.
@@ -286,6 +286,27 @@ proptest! {
         } else {
             check!([(x, true)], |t| Ok(t[0].batch_norm_train(None, None, 1e-5)?.0));
         }
+    }
+
+    /// The fused norm + activation (smooth activations, so the finite difference sees no kink),
+    /// with every combination of weight and bias, in training and evaluation mode.
+    #[test]
+    fn batch_norm_act(n in 1usize..4, c in 1usize..4, h in 1usize..4, affine in 0usize..4, tanh in any::<bool>(), train in any::<bool>(), seed in any::<u64>()) {
+        prop_assume!(n * h * 2 > 1);
+        let act = Some(if tanh { UnaryOp::Tanh } else { UnaryOp::Sigmoid });
+        let mut rng = Rng::new(seed);
+        let x = randn(&[n, c, h, 2], &mut rng);
+        let (w, b) = (rand(&[c], 0.5, 1.5, &mut rng), randn(&[c], &mut rng));
+        let (m, v) = (randn(&[c], &mut rng), rand(&[c], 0.5, 2.0, &mut rng));
+        let (has_w, has_b) = (affine & 1 == 1, affine & 2 == 2);
+        check!([(x, true), (w, has_w), (b, has_b), (m, false), (v, false)], |t| {
+            let (w, b) = (has_w.then_some(&t[1]), has_b.then_some(&t[2]));
+            if train {
+                Ok(t[0].batch_norm_train_act(w, b, 1e-5, act)?.0)
+            } else {
+                t[0].batch_norm_eval_act(&t[3], &t[4], w, b, 1e-5, act)
+            }
+        });
     }
 
     #[test]

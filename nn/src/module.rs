@@ -6,7 +6,7 @@
 //! exactly the key PyTorch's `state_dict()` gives the equivalent module tree, so checkpoints
 //! move between the two.
 
-use gantry_core::{Result, Tensor};
+use gantry_core::{Result, Tensor, UnaryOp};
 
 /// Which behaviour a forward pass uses: BatchNorm normalises with the batch's statistics and
 /// updates its running ones in [`Mode::Train`], and uses the running ones in [`Mode::Eval`].
@@ -74,6 +74,21 @@ pub trait Module: Send + Sync {
     /// The child modules, with their names (`"0"`, `"1"` in a [`crate::Sequential`]).
     fn children(&self) -> Vec<(String, &dyn Module)> {
         Vec::new()
+    }
+
+    /// For a stateless elementwise activation (ReLU, LeakyReLU, Tanh, Sigmoid): the op it
+    /// applies, so that the layer before it may fuse it (see [`Module::forward_then`]).
+    fn pointwise(&self) -> Option<UnaryOp> {
+        None
+    }
+
+    /// `act(self.forward(x))` in one fused op, or `None` if this module cannot fuse (the
+    /// default). [`crate::Sequential`] asks this of every layer followed by an activation;
+    /// BatchNorm fuses, which saves a write and a read of the whole activation both forward
+    /// and backward. The result must equal the two modules applied in turn.
+    fn forward_then(&self, x: &Tensor, mode: Mode, act: UnaryOp) -> Result<Option<Tensor>> {
+        let _ = (x, mode, act);
+        Ok(None)
     }
 }
 

@@ -444,3 +444,80 @@ fn layers_name_themselves_and_the_shapes_in_errors() {
     assert!(e.contains("conv2d") && e.contains("[1, 2, 8, 8]"), "{e}");
     assert!(Conv2d::new(0, 4, 3, Conv2dParams::default(), true, &mut rng).is_err());
 }
+
+/// `Sequential` fuses a BatchNorm2d with the activation after it; the fused op gives the same
+/// output, input gradient, parameter gradients and running statistics, bit for bit, as the two
+/// layers applied one by one.
+#[test]
+fn batch_norm_then_activation_fuses_without_changing_a_bit() {
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    for (act, mode) in [
+        (
+            Box::new(LeakyReLU::new(0.2)) as Box<dyn Module>,
+            Mode::Train,
+        ),
+        (Box::new(gantry_nn::ReLU), Mode::Train),
+        (Box::new(LeakyReLU::new(0.2)), Mode::Eval),
+    ] {
+        let mut rng = Rng::new(7);
+        let x = Tensor::randn([3, 5, 7, 6], 0.5, 2.0, DType::F32, Device::Cpu, &mut rng)
+            .unwrap()
+            .variable();
+        let dy = Tensor::randn([3, 5, 7, 6], 0.0, 1.0, DType::F32, Device::Cpu, &mut rng).unwrap();
+        let run = |fused: bool| {
+            let bn = BatchNorm2d::new(5).unwrap();
+            init::dcgan(&bn, &mut Rng::new(3)).unwrap();
+            if mode == Mode::Eval {
+                // Running statistics that are not the identity.
+                bn.forward(&x.mul_scalar(1.5).unwrap(), Mode::Train)
+                    .unwrap();
+            }
+            let y = if fused {
+                let step =
+                    |m: &dyn Module, h: &Tensor| m.forward_then(h, mode, act.pointwise().unwrap());
+                step(&bn, &x).unwrap().expect("BatchNorm2d fuses")
+            } else {
+                act.forward(&bn.forward(&x, mode).unwrap(), mode).unwrap()
+            };
+            let g = y.mul(&dy).unwrap().sum_all().unwrap().backward().unwrap();
+            let params = bn.named_tensors();
+            let mut out = vec![bits(&y), bits(g.get(&x).unwrap())];
+            for t in &params {
+                if let Some(gt) = g.get(&t.tensor) {
+                    out.push(bits(gt));
+                }
+                if t.tensor.dtype() == DType::F32 {
+                    out.push(bits(&t.tensor));
+                }
+            }
+            out
+        };
+        let (fused, separate) = (run(true), run(false));
+        assert_eq!(fused.len(), separate.len());
+        assert!(
+            fused.len() >= 6,
+            "output, input and parameter gradients, tensors"
+        );
+        assert!(
+            fused == separate,
+            "{} in {mode:?}: fused differs",
+            act.kind()
+        );
+    }
+
+    // And Sequential takes the fused path: the op recorded is the fused one.
+    let seq = Sequential::new()
+        .add(BatchNorm2d::new(2).unwrap())
+        .add(LeakyReLU::new(0.2));
+    let x = Tensor::ones([2, 2, 3, 3], DType::F32, Device::Cpu)
+        .unwrap()
+        .variable();
+    let y = seq.forward(&x, Mode::Train).unwrap();
+    assert_eq!(y.op_name(), Some("batch_norm_act"));
+}

@@ -3,6 +3,7 @@
 use super::{check_float, check_same};
 use crate::{Error, Result, Tensor};
 use gantry_kernels::batch_norm::BatchNormGeom;
+use gantry_kernels::elementwise::UnaryOp;
 
 /// The per-channel statistics a batch norm normalised with: the batch's own mean and *biased*
 /// variance in training mode (constants, no gradient), or the given running statistics in
@@ -68,6 +69,19 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<(Tensor, BatchStats)> {
+        self.batch_norm_train_act(weight, bias, eps, None)
+    }
+
+    /// [`Tensor::batch_norm_train`] followed by the activation `act` (`relu`, `leaky_relu`, …),
+    /// as one op: the normalised values are neither stored nor read back, forward or backward.
+    /// Equal to the two ops in sequence.
+    pub fn batch_norm_train_act(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        act: Option<UnaryOp>,
+    ) -> Result<(Tensor, BatchStats)> {
         let geom = self.bn_check(weight, bias, &[])?;
         if geom.per_channel() <= 1 {
             return Err(Error::shape(
@@ -84,7 +98,7 @@ impl Tensor {
             var: Tensor::from_storage(var, [geom.c]),
             count: geom.per_channel(),
         };
-        let out = self.normalize(&stats, weight, bias, eps, true, geom)?;
+        let out = self.normalize(&stats, (weight, bias), eps, true, act, geom)?;
         Ok((out, stats))
     }
 
@@ -98,6 +112,19 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<Tensor> {
+        self.batch_norm_eval_act(mean, var, weight, bias, eps, None)
+    }
+
+    /// [`Tensor::batch_norm_eval`] followed by the activation `act`, as one op.
+    pub fn batch_norm_eval_act(
+        &self,
+        mean: &Tensor,
+        var: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        act: Option<UnaryOp>,
+    ) -> Result<Tensor> {
         let extra = [("running mean", mean), ("running variance", var)];
         let geom = self.bn_check(weight, bias, &extra)?;
         let stats = BatchStats {
@@ -105,18 +132,19 @@ impl Tensor {
             var: var.detach(),
             count: geom.per_channel(),
         };
-        self.normalize(&stats, weight, bias, eps, false, geom)
+        self.normalize(&stats, (weight, bias), eps, false, act, geom)
     }
 
-    /// Normalises with `stats` and records the node; inputs are `[x, weight?, bias?]`. With
-    /// `training`, the backward pass also differentiates through the batch statistics.
+    /// Normalises with `stats`, applies `act`, and records the node; inputs are
+    /// `[x, weight?, bias?]`. With `training`, the backward pass also differentiates through
+    /// the batch statistics.
     fn normalize(
         &self,
         stats: &BatchStats,
-        weight: Option<&Tensor>,
-        bias: Option<&Tensor>,
+        (weight, bias): (Option<&Tensor>, Option<&Tensor>),
         eps: f64,
         training: bool,
+        act: Option<UnaryOp>,
         geom: BatchNormGeom,
     ) -> Result<Tensor> {
         let (mean, var) = (stats.mean.clone(), stats.var.clone());
@@ -127,6 +155,7 @@ impl Tensor {
                 bias.map(|b| b.storage()).as_deref(),
             ),
             eps,
+            act,
             &geom,
         )?;
         let mut inputs = vec![self];
@@ -136,17 +165,26 @@ impl Tensor {
         Ok(Tensor::from_op(
             y,
             self.shape().clone(),
-            "batch_norm",
+            if act.is_some() {
+                "batch_norm_act"
+            } else {
+                "batch_norm"
+            },
             &inputs,
             move |ctx| {
                 let x = &ctx.inputs[0];
                 let w = has_w.then(|| &ctx.inputs[1]);
+                let b = has_b.then(|| &ctx.inputs[1 + has_w as usize]);
                 let (dx, dw, db) = x.storage().batch_norm_backward(
                     &ctx.grad.storage(),
                     (&mean.storage(), &var.storage()),
-                    w.map(|w| w.storage()).as_deref(),
+                    (
+                        w.map(|w| w.storage()).as_deref(),
+                        b.map(|b| b.storage()).as_deref(),
+                    ),
                     eps,
                     training,
+                    act,
                     &geom,
                 )?;
                 let mut grads = vec![Some(Tensor::from_storage(dx, x.shape().clone()))];

@@ -10,6 +10,8 @@
 //! when `α` is large (a channel of near-constant values). Results equal the reference to within f32 rounding.
 
 use super::BatchNormGeom;
+use crate::elementwise::cpu::specialise;
+use crate::elementwise::UnaryOp;
 use crate::Float;
 use rayon::prelude::*;
 
@@ -48,7 +50,23 @@ pub fn batch_norm_stats<T: Float>(x: &[T], g: &BatchNormGeom, mean: &mut [T], va
     }
 }
 
-/// `y = (x − mean) / √(var + eps) · weight + bias`, per channel.
+/// Channel `k`'s forward coefficients `(μ, α, b)` of `y = (x − μ)·α + b`, rounded to `T`
+/// exactly as the forward pass rounds them (the fused backward recomputes `y` bit for bit).
+fn forward_coef<T: Float>(
+    mean: &[T],
+    var: &[T],
+    weight: Option<&[T]>,
+    bias: Option<&[T]>,
+    eps: f64,
+    k: usize,
+) -> (T, T, T) {
+    let alpha = weight.map_or(1.0, |w| w[k].to_f64()) / (var[k].to_f64() + eps).sqrt();
+    (mean[k], T::from_f64(alpha), bias.map_or(T::ZERO, |b| b[k]))
+}
+
+/// `y = act((x − mean) / √(var + eps) · weight + bias)`, per channel. `act`, if given, is the
+/// activation that follows the norm, fused so that the normalised values are never stored:
+/// one read of `x` and one write of `y` instead of two of each.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward<T: Float>(
     x: &[T],
@@ -57,6 +75,7 @@ pub fn batch_norm_forward<T: Float>(
     weight: Option<&[T]>,
     bias: Option<&[T]>,
     eps: f64,
+    act: Option<UnaryOp>,
     g: &BatchNormGeom,
     y: &mut [T],
 ) {
@@ -67,31 +86,47 @@ pub fn batch_norm_forward<T: Float>(
     if g.inner == 0 {
         return;
     }
+    let coef = |k| forward_coef(mean, var, weight, bias, eps, k);
+    match act {
+        None => normalize(x, g, y, coef, |z| z),
+        Some(op) => specialise!(op => normalize(x, g, y, coef, move |z| op.apply(z))),
+    }
+}
+
+/// The forward's planes (a sample's channel each) in parallel, with the activation `f`
+/// monomorphised into the loop.
+fn normalize<T: Float>(
+    x: &[T],
+    g: &BatchNormGeom,
+    y: &mut [T],
+    coef: impl Fn(usize) -> (T, T, T) + Sync,
+    f: impl Fn(T) -> T + Sync,
+) {
     y.par_chunks_mut(g.inner)
         .enumerate()
         .for_each(|(plane, out)| {
-            let k = plane % g.c;
-            let alpha = weight.map_or(1.0, |w| w[k].to_f64()) / (var[k].to_f64() + eps).sqrt();
-            let a = T::from_f64(alpha);
-            let b = bias.map_or(T::ZERO, |b| b[k]);
-            let mu = mean[k];
+            let (mu, a, b) = coef(plane % g.c);
             let src = &x[plane * g.inner..(plane + 1) * g.inner];
             for (o, &v) in out.iter_mut().zip(src) {
-                *o = (v - mu) * a + b;
+                *o = f((v - mu) * a + b);
             }
         });
 }
 
-/// Batch-norm backward; see the reference for the formulas.
+/// Batch-norm backward; see the reference for the formulas. With `act`, `dy` is the gradient
+/// of the activation's output, and the norm's output `z` is recomputed from `x` (bit for bit
+/// as the forward computed it) to take the activation's derivative on the fly: the gradient
+/// `dz = dy·act'(z)` is never stored.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_backward<T: Float>(
     x: &[T],
     dy: &[T],
     mean: &[T],
     var: &[T],
-    weight: Option<&[T]>,
+    affine: (Option<&[T]>, Option<&[T]>),
     eps: f64,
     training: bool,
+    act: Option<UnaryOp>,
     g: &BatchNormGeom,
     dx: &mut [T],
     dweight: &mut [T],
@@ -105,26 +140,68 @@ pub fn batch_norm_backward<T: Float>(
         dweight.len() == g.c && dbias.len() == g.c,
         "batch_norm_backward: parameter lengths"
     );
+    let (weight, bias) = affine;
+    let coef = |k| forward_coef(mean, var, weight, bias, eps, k);
+    let args = BackwardArgs {
+        x,
+        dy,
+        mean,
+        var,
+        weight,
+        eps,
+        training,
+        g,
+    };
+    match act {
+        None => backward(&args, coef, |d, _| d, dx, dweight, dbias),
+        Some(op) => {
+            specialise!(op => backward(&args, coef, move |d, z| d * op.derivative(z, op.apply(z)), dx, dweight, dbias))
+        }
+    }
+}
+
+struct BackwardArgs<'a, T> {
+    x: &'a [T],
+    dy: &'a [T],
+    mean: &'a [T],
+    var: &'a [T],
+    weight: Option<&'a [T]>,
+    eps: f64,
+    training: bool,
+    g: &'a BatchNormGeom,
+}
+
+/// The backward's two passes, with `dz(dy, z)` the gradient reaching the norm's output.
+fn backward<T: Float>(
+    a: &BackwardArgs<'_, T>,
+    coef: impl Fn(usize) -> (T, T, T) + Sync,
+    dz: impl Fn(T, T) -> T + Sync,
+    dx: &mut [T],
+    dweight: &mut [T],
+    dbias: &mut [T],
+) {
+    let (x, dy, g) = (a.x, a.dy, a.g);
     let count = g.per_channel() as f64;
-    // Per channel: Σdy and Σdy·x̂ (x̂ = (x − μ)/σ), then the coefficients of
-    // dx = (dy − mean(dy))·α + (x − μ)·γ.
-    let coef: Vec<(f64, f64, [f64; 3])> = (0..g.c)
+    // Per channel: Σdz and Σdz·x̂ (x̂ = (x − μ)/σ), then the coefficients of
+    // dx = (dz − mean(dz))·α + (x − μ)·γ.
+    let sums: Vec<(f64, f64, [f64; 3])> = (0..g.c)
         .into_par_iter()
         .map(|k| {
-            let mu = mean[k].to_f64();
-            let inv_std = 1.0 / (var[k].to_f64() + eps).sqrt();
+            let mu = a.mean[k].to_f64();
+            let inv_std = 1.0 / (a.var[k].to_f64() + a.eps).sqrt();
+            let (fmu, fa, fb) = coef(k);
             let (mut s_dy, mut s_dyx) = (0f64, 0f64);
             for r in runs(g, k) {
-                for (d, v) in dy[r.clone()].iter().zip(&x[r]) {
-                    let d = d.to_f64();
+                for (d, &v) in dy[r.clone()].iter().zip(&x[r]) {
+                    let d = dz(*d, (v - fmu) * fa + fb).to_f64();
                     s_dy += d;
                     s_dyx += d * (v.to_f64() - mu);
                 }
             }
             let s_dy_xhat = s_dyx * inv_std;
-            let scale = weight.map_or(1.0, |w| w[k].to_f64()) * inv_std;
-            let abc = if training {
-                // dx = scale·(dy − Σdy/m − x̂·Σ(dy·x̂)/m), x̂ = (x − μ)·inv_std
+            let scale = a.weight.map_or(1.0, |w| w[k].to_f64()) * inv_std;
+            let abc = if a.training {
+                // dx = scale·(dz − Σdz/m − x̂·Σ(dz·x̂)/m), x̂ = (x − μ)·inv_std
                 let gamma = -scale * inv_std * s_dy_xhat / count;
                 [scale, gamma, s_dy / count]
             } else {
@@ -138,16 +215,17 @@ pub fn batch_norm_backward<T: Float>(
             .enumerate()
             .for_each(|(plane, out)| {
                 let k = plane % g.c;
-                let [a, gm, d] = coef[k].2;
-                let mu = mean[k];
-                let (a, gm, d) = (T::from_f64(a), T::from_f64(gm), T::from_f64(d));
+                let [sa, gm, d] = sums[k].2;
+                let mu = a.mean[k];
+                let (sa, gm, d) = (T::from_f64(sa), T::from_f64(gm), T::from_f64(d));
+                let (fmu, fa, fb) = coef(k);
                 let r = plane * g.inner..(plane + 1) * g.inner;
                 for ((o, &dyv), &xv) in out.iter_mut().zip(&dy[r.clone()]).zip(&x[r]) {
-                    *o = (dyv - d) * a + (xv - mu) * gm;
+                    *o = (dz(dyv, (xv - fmu) * fa + fb) - d) * sa + (xv - mu) * gm;
                 }
             });
     }
-    for (k, (dw, db, _)) in coef.into_iter().enumerate() {
+    for (k, (dw, db, _)) in sums.into_iter().enumerate() {
         dweight[k] = T::from_f64(dw);
         dbias[k] = T::from_f64(db);
     }
@@ -200,17 +278,49 @@ mod tests {
             close(&v1, &v2, "var")?;
 
             let (mut y1, mut y2) = (vec![0f32; g.len()], vec![0f32; g.len()]);
-            batch_norm_forward(&x, &m1, &v1, w, b, 1e-5, &g, &mut y1);
+            batch_norm_forward(&x, &m1, &v1, w, b, 1e-5, None, &g, &mut y1);
             reference::batch_norm_forward(&x, &m1, &v1, w, b, 1e-5, &g, &mut y2);
             close(&y1, &y2, "y")?;
 
             let (mut dx1, mut dw1, mut db1) = (vec![0f32; g.len()], vec![0f32; c], vec![0f32; c]);
             let (mut dx2, mut dw2, mut db2) = (vec![0f32; g.len()], vec![0f32; c], vec![0f32; c]);
-            batch_norm_backward(&x, &dy, &m1, &v1, w, 1e-5, training, &g, &mut dx1, &mut dw1, &mut db1);
+            batch_norm_backward(&x, &dy, &m1, &v1, (w, b), 1e-5, training, None, &g, &mut dx1, &mut dw1, &mut db1);
             reference::batch_norm_backward(&x, &dy, &m1, &v1, w, 1e-5, training, &g, &mut dx2, &mut dw2, &mut db2);
             close(&dx1, &dx2, "dx")?;
             close(&dw1, &dw2, "dweight")?;
             close(&db1, &db2, "dbias")?;
+
+            // Fused with an activation: bit for bit the unfused fast kernels, and close to the
+            // reference composition.
+            let act = [UnaryOp::Relu, UnaryOp::LeakyRelu(0.2), UnaryOp::Tanh][(seed % 3) as usize];
+            let mut fused = vec![0f32; g.len()];
+            batch_norm_forward(&x, &m1, &v1, w, b, 1e-5, Some(act), &g, &mut fused);
+            let mut z_then_act = vec![0f32; g.len()];
+            crate::elementwise::cpu::unary(act, &y1, &mut z_then_act);
+            prop_assert_eq!(bits(&fused), bits(&z_then_act));
+            let mut r = vec![0f32; g.len()];
+            reference::batch_norm_forward(&x, &m1, &v1, w, b, 1e-5, &g, &mut y2);
+            crate::elementwise::reference::unary(act, &y2, &mut r);
+            close(&fused, &r, "act(y)")?;
+
+            let (mut fdx, mut fdw, mut fdb) = (vec![0f32; g.len()], vec![0f32; c], vec![0f32; c]);
+            batch_norm_backward(&x, &dy, &m1, &v1, (w, b), 1e-5, training, Some(act), &g, &mut fdx, &mut fdw, &mut fdb);
+            let mut dz = vec![0f32; g.len()];
+            crate::elementwise::cpu::unary_backward(act, &y1, &fused, &dy, &mut dz);
+            batch_norm_backward(&x, &dz, &m1, &v1, (w, b), 1e-5, training, None, &g, &mut dx1, &mut dw1, &mut db1);
+            prop_assert_eq!(bits(&fdx), bits(&dx1));
+            prop_assert_eq!(bits(&fdw), bits(&dw1));
+            prop_assert_eq!(bits(&fdb), bits(&db1));
+            let mut rdz = vec![0f32; g.len()];
+            crate::elementwise::reference::unary_backward(act, &y2, &r, &dy, &mut rdz);
+            reference::batch_norm_backward(&x, &rdz, &m1, &v1, w, 1e-5, training, &g, &mut dx2, &mut dw2, &mut db2);
+            close(&fdx, &dx2, "dx (fused)")?;
+            close(&fdw, &dw2, "dweight (fused)")?;
+            close(&fdb, &db2, "dbias (fused)")?;
         }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 }

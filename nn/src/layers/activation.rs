@@ -3,11 +3,15 @@
 
 use crate::init::{constant, positive};
 use crate::module::{Mode, Module, Slot};
-use gantry_core::{Result, Tensor};
+use gantry_core::{Result, Tensor, UnaryOp};
 
 /// Implements [`Module`] for a layer without tensors whose forward is `|self, x| body`.
+/// With `pointwise |self| op`, the layer is the elementwise `op` (see [`Module::pointwise`]).
 macro_rules! stateless {
     ($name:ident, $kind:literal, |$s:ident, $x:ident| $body:expr) => {
+        stateless!($name, $kind, |$s, $x| $body, pointwise | _p | None);
+    };
+    ($name:ident, $kind:literal, |$s:ident, $x:ident| $body:expr, pointwise |$p:ident| $op:expr) => {
         impl Module for $name {
             fn kind(&self) -> &'static str {
                 $kind
@@ -16,6 +20,10 @@ macro_rules! stateless {
                 let $s = self;
                 $body
             }
+            fn pointwise(&self) -> Option<UnaryOp> {
+                let $p = self;
+                $op
+            }
         }
     };
 }
@@ -23,25 +31,44 @@ macro_rules! stateless {
 /// `max(x, 0)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ReLU;
-stateless!(ReLU, "ReLU", |_s, x| x.relu());
+stateless!(
+    ReLU,
+    "ReLU",
+    |_s, x| x.relu(),
+    pointwise | _p | Some(UnaryOp::Relu)
+);
 
 /// `x` where positive, else `negative_slope · x` (DCGAN's discriminator uses 0.2).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LeakyReLU {
     pub negative_slope: f64,
 }
-stateless!(LeakyReLU, "LeakyReLU", |s, x| x
-    .leaky_relu(s.negative_slope));
+stateless!(
+    LeakyReLU,
+    "LeakyReLU",
+    |s, x| x.leaky_relu(s.negative_slope),
+    pointwise | p | Some(UnaryOp::LeakyRelu(p.negative_slope))
+);
 
 /// `tanh(x)`: the generator's output layer, mapping to [-1, 1].
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Tanh;
-stateless!(Tanh, "Tanh", |_s, x| x.tanh());
+stateless!(
+    Tanh,
+    "Tanh",
+    |_s, x| x.tanh(),
+    pointwise | _p | Some(UnaryOp::Tanh)
+);
 
 /// `1 / (1 + e^−x)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Sigmoid;
-stateless!(Sigmoid, "Sigmoid", |_s, x| x.sigmoid());
+stateless!(
+    Sigmoid,
+    "Sigmoid",
+    |_s, x| x.sigmoid(),
+    pointwise | _p | Some(UnaryOp::Sigmoid)
+);
 
 /// `[n, c·r², h, w]` → `[n, c, h·r, w·r]` (SRGAN's sub-pixel upsampler).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -38,10 +38,22 @@ impl Module for Sequential {
     fn kind(&self) -> &'static str {
         "Sequential"
     }
+    /// The layers in turn; a layer followed by an elementwise activation is offered the
+    /// activation to fuse ([`Module::forward_then`]: BatchNorm then ReLU or LeakyReLU).
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut h = x.clone();
-        for layer in &self.layers {
-            h = layer.forward(&h, mode)?;
+        let mut i = 0;
+        while i < self.layers.len() {
+            let act = self.layers.get(i + 1).and_then(|next| next.pointwise());
+            if let Some(act) = act {
+                if let Some(fused) = self.layers[i].forward_then(&h, mode, act)? {
+                    h = fused;
+                    i += 2;
+                    continue;
+                }
+            }
+            h = self.layers[i].forward(&h, mode)?;
+            i += 1;
         }
         Ok(h)
     }

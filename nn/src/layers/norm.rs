@@ -2,7 +2,7 @@
 
 use crate::init::{constant, positive};
 use crate::module::{Mode, Module, Slot};
-use gantry_core::{DType, Device, Error, Result, Tensor};
+use gantry_core::{DType, Device, Error, Result, Tensor, UnaryOp};
 
 /// Batch normalisation over the channels of `[n, c, h, w]`, as PyTorch's `nn.BatchNorm2d`.
 ///
@@ -118,23 +118,11 @@ impl Module for BatchNorm2d {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        if x.rank() != 4 {
-            return Err(Error::shape(
-                "BatchNorm2d",
-                format!("expected a 4-d input [n, c, h, w], got {}", x.shape()),
-            ));
-        }
-        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
-        match (&self.running, mode) {
-            (Some(r), Mode::Eval) => x.batch_norm_eval(&r.mean, &r.var, w, b, self.eps),
-            (running, _) => {
-                let (y, stats) = x.batch_norm_train(w, b, self.eps)?;
-                if let (Some(r), Mode::Train) = (running, mode) {
-                    self.update_running(r, &stats.mean, &stats.var, stats.count)?;
-                }
-                Ok(y)
-            }
-        }
+        self.forward_act(x, mode, None)
+    }
+
+    fn forward_then(&self, x: &Tensor, mode: Mode, act: UnaryOp) -> Result<Option<Tensor>> {
+        self.forward_act(x, mode, Some(act)).map(Some)
     }
 
     fn slots(&self) -> Vec<Slot<'_>> {
@@ -147,5 +135,28 @@ impl Module for BatchNorm2d {
             s.push(Slot::buffer("num_batches_tracked", &r.num_batches_tracked));
         }
         s
+    }
+}
+
+impl BatchNorm2d {
+    /// The forward pass, with the activation `act` fused into it when given.
+    fn forward_act(&self, x: &Tensor, mode: Mode, act: Option<UnaryOp>) -> Result<Tensor> {
+        if x.rank() != 4 {
+            return Err(Error::shape(
+                "BatchNorm2d",
+                format!("expected a 4-d input [n, c, h, w], got {}", x.shape()),
+            ));
+        }
+        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+        match (&self.running, mode) {
+            (Some(r), Mode::Eval) => x.batch_norm_eval_act(&r.mean, &r.var, w, b, self.eps, act),
+            (running, _) => {
+                let (y, stats) = x.batch_norm_train_act(w, b, self.eps, act)?;
+                if let (Some(r), Mode::Train) = (running, mode) {
+                    self.update_running(r, &stats.mean, &stats.var, stats.count)?;
+                }
+                Ok(y)
+            }
+        }
     }
 }
