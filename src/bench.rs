@@ -5,9 +5,11 @@
 //! baseline (`baseline_ms / ms`: above 1 means gantry is faster).
 //!
 //! JSON output (`--json`) is one array of row objects with the keys `bench`, `layer`, `pass`
-//! (`fwd` | `fwd_bwd`), `threads`, `ms`, `gflops`, `peak_gflops`, `peak_fraction`,
-//! `baseline`, `baseline_ms`, `baseline_ratio`.
+//! (`fwd` | `fwd_bwd`, and with `bench conv --split` also `bwd_data` | `bwd_weight`),
+//! `threads`, `ms`, `gflops`, `peak_gflops`, `peak_fraction`, `baseline`, `baseline_ms`,
+//! `baseline_ratio`.
 
+use gantry::kernels::conv::ConvVariant;
 use gantry::kernels::gemm::cpu as fast;
 use gantry::kernels::gemm::kernels::Isa;
 use gantry::kernels::gemm::GemmGeom;
@@ -50,7 +52,7 @@ impl Row {
 
     pub fn table_line(&self) -> String {
         format!(
-            "{:<28} {:<7} {:>9.3} ms {:>8.1} GFLOP/s {:>6.1}% of peak   {} {:>9.3} ms  x{:.2}",
+            "{:<28} {:<10} {:>9.3} ms {:>8.1} GFLOP/s {:>6.1}% of peak   {} {:>9.3} ms  x{:.2}",
             self.layer,
             self.pass,
             self.ms,
@@ -192,12 +194,24 @@ pub struct ConvImpl {
     pub backward_weight: fn(&[f32], &[f32], &mut [f32], &gantry::kernels::conv::Conv2dGeom),
 }
 
-/// gantry's implicit-GEMM kernels.
-pub const GANTRY: ConvImpl = ConvImpl {
-    forward: |x, w, y, g| gantry::kernels::conv::cpu::conv2d_forward(x, w, None, y, g),
-    backward_data: gantry::kernels::conv::cpu::conv2d_backward_data,
-    backward_weight: gantry::kernels::conv::cpu::conv2d_backward_weight,
-};
+/// One of gantry's conv rungs (`ConvVariant`), as a [`ConvImpl`].
+pub fn gantry_impl(variant: ConvVariant) -> ConvImpl {
+    macro_rules! rung {
+        ($v:expr) => {
+            ConvImpl {
+                forward: |x, w, y, g| $v.forward(x, w, None, y, g),
+                backward_data: |dy, w, dx, g| $v.backward_data(dy, w, dx, g),
+                backward_weight: |x, dy, dw, g| $v.backward_weight(x, dy, dw, g),
+            }
+        };
+    }
+    match variant {
+        ConvVariant::Reference => rung!(ConvVariant::Reference),
+        ConvVariant::Im2colGemm => rung!(ConvVariant::Im2colGemm),
+        ConvVariant::ImplicitGemm => rung!(ConvVariant::ImplicitGemm),
+        ConvVariant::ImplicitGemmRewrite => rung!(ConvVariant::ImplicitGemmRewrite),
+    }
+}
 
 /// The baseline: a materialised im2col matrix per image and ndarray's `dot` (matrixmultiply),
 /// the approach of most small frameworks.
@@ -266,8 +280,18 @@ mod im2col_baseline {
     }
 }
 
-/// Times one layer's forward (`fwd`) and forward + both backward passes (`fwd_bwd`).
-fn time_layer(imp: &ConvImpl, l: &Layer) -> (f64, f64) {
+/// A layer's median times, in ms: each pass alone (`None` unless asked for) and all three in
+/// turn. The passes are named by the layer: a transposed layer's forward is the conv's
+/// backward-data, its input gradient the conv's forward, its weight gradient the conv's
+/// backward-weight with the roles of input and output swapped.
+struct LayerTimes {
+    fwd: f64,
+    bwd_data: Option<f64>,
+    bwd_weight: Option<f64>,
+    fwd_bwd: f64,
+}
+
+fn time_layer(imp: &ConvImpl, l: &Layer, split: bool) -> LayerTimes {
     let g = &l.geom;
     let (x, w, dy) = (
         filled(g.input_len()),
@@ -279,8 +303,6 @@ fn time_layer(imp: &ConvImpl, l: &Layer) -> (f64, f64) {
         vec![0f32; g.input_len()],
         vec![0f32; g.weight_len()],
     );
-    // A transposed layer's forward is the conv's backward-data; its input gradient the conv's
-    // forward; its weight gradient the conv's backward-weight with the roles swapped.
     let fwd = |y: &mut [f32], dx: &mut [f32]| {
         if l.transposed {
             (imp.backward_data)(&dy, &w, dx, g)
@@ -288,31 +310,64 @@ fn time_layer(imp: &ConvImpl, l: &Layer) -> (f64, f64) {
             (imp.forward)(&x, &w, y, g)
         }
     };
+    let bwd_data = |y: &mut [f32], dx: &mut [f32]| {
+        if l.transposed {
+            (imp.forward)(&x, &w, y, g)
+        } else {
+            (imp.backward_data)(&dy, &w, dx, g)
+        }
+    };
     let fwd_ms = median_ms(3, || fwd(&mut y, &mut dx));
+    let (bwd_data_ms, bwd_weight_ms) = if split {
+        (
+            Some(median_ms(3, || bwd_data(&mut y, &mut dx))),
+            Some(median_ms(3, || (imp.backward_weight)(&x, &dy, &mut dw, g))),
+        )
+    } else {
+        (None, None)
+    };
     let all_ms = median_ms(3, || {
         fwd(&mut y, &mut dx);
-        if l.transposed {
-            (imp.forward)(&x, &w, &mut y, g);
-            (imp.backward_weight)(&x, &dy, &mut dw, g);
-        } else {
-            (imp.backward_data)(&dy, &w, &mut dx, g);
-            (imp.backward_weight)(&x, &dy, &mut dw, g);
-        }
+        bwd_data(&mut y, &mut dx);
+        (imp.backward_weight)(&x, &dy, &mut dw, g);
     });
-    (fwd_ms, all_ms)
+    LayerTimes {
+        fwd: fwd_ms,
+        bwd_data: bwd_data_ms,
+        bwd_weight: bwd_weight_ms,
+        fwd_bwd: all_ms,
+    }
 }
 
-/// Every standard layer, gantry vs the im2col + ndarray baseline.
-pub fn conv(batch: usize, threads: usize, peak: f64, layers: Option<&str>) -> Vec<Row> {
+/// Every standard layer (or those whose name contains `layers`), one gantry rung vs the
+/// im2col + ndarray baseline; with `split`, each pass also alone.
+pub fn conv(
+    batch: usize,
+    threads: usize,
+    peak: f64,
+    layers: Option<&str>,
+    variant: ConvVariant,
+    split: bool,
+) -> Vec<Row> {
     let mut rows = Vec::new();
+    let imp = gantry_impl(variant);
     for l in standard_layers(batch) {
         if layers.is_some_and(|f| !l.name.contains(f)) {
             continue;
         }
-        let (fwd, all) = time_layer(&GANTRY, &l);
-        let (bfwd, ball) = time_layer(&IM2COL_NDARRAY, &l);
+        let ours = time_layer(&imp, &l, split);
+        let base = time_layer(&IM2COL_NDARRAY, &l, split);
         let flops = l.geom.flops();
-        for (pass, ms, base, mult) in [("fwd", fwd, bfwd, 1.0), ("fwd_bwd", all, ball, 3.0)] {
+        let passes = [
+            ("fwd", Some(ours.fwd), Some(base.fwd), 1.0),
+            ("bwd_data", ours.bwd_data, base.bwd_data, 1.0),
+            ("bwd_weight", ours.bwd_weight, base.bwd_weight, 1.0),
+            ("fwd_bwd", Some(ours.fwd_bwd), Some(base.fwd_bwd), 3.0),
+        ];
+        for (pass, ms, base_ms, mult) in passes {
+            let (Some(ms), Some(baseline_ms)) = (ms, base_ms) else {
+                continue;
+            };
             rows.push(Row {
                 bench: "conv",
                 layer: l.name.to_string(),
@@ -322,7 +377,7 @@ pub fn conv(batch: usize, threads: usize, peak: f64, layers: Option<&str>) -> Ve
                 flops: flops * mult,
                 peak_gflops: peak,
                 baseline: "im2col+ndarray",
-                baseline_ms: base,
+                baseline_ms,
             });
         }
     }

@@ -54,6 +54,12 @@ enum Command {
         /// Only the conv layers whose name contains this text.
         #[arg(long)]
         layer: Option<String>,
+        /// The conv rung to time against the baseline.
+        #[arg(long, value_enum, default_value_t = ConvRung::ImplicitGemm)]
+        variant: ConvRung,
+        /// Conv: also time each pass alone (rows `bwd_data` and `bwd_weight`).
+        #[arg(long)]
+        split: bool,
         /// Image size of the DCGAN step bench.
         #[arg(long, default_value_t = 64)]
         image_size: usize,
@@ -61,6 +67,27 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         iters: usize,
     },
+}
+
+/// `ConvVariant`, as the command line names it.
+#[derive(Clone, Copy, ValueEnum)]
+enum ConvRung {
+    Reference,
+    Im2col,
+    ImplicitGemm,
+    Rewrite,
+}
+
+impl From<ConvRung> for gantry::kernels::conv::ConvVariant {
+    fn from(r: ConvRung) -> Self {
+        use gantry::kernels::conv::ConvVariant as V;
+        match r {
+            ConvRung::Reference => V::Reference,
+            ConvRung::Im2col => V::Im2colGemm,
+            ConvRung::ImplicitGemm => V::ImplicitGemm,
+            ConvRung::Rewrite => V::ImplicitGemmRewrite,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -99,6 +126,8 @@ fn main() -> ExitCode {
             sizes,
             batch_size,
             layer,
+            variant,
+            split,
             image_size,
             iters,
         } => {
@@ -111,7 +140,13 @@ fn main() -> ExitCode {
                 .and_then(|r| r)
                 .map(|json| println!("{json}"))
             } else {
-                run_bench(what, threads, json, &sizes, batch_size, layer.as_deref())
+                let conv = ConvOptions {
+                    batch: batch_size,
+                    layer: layer.as_deref(),
+                    variant: variant.into(),
+                    split,
+                };
+                run_bench(what, threads, json, &sizes, &conv)
             }
         }
     };
@@ -124,13 +159,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `bench conv` times.
+struct ConvOptions<'a> {
+    batch: usize,
+    layer: Option<&'a str>,
+    variant: gantry::kernels::conv::ConvVariant,
+    split: bool,
+}
+
 fn run_bench(
     what: BenchWhat,
     threads: Option<usize>,
     json: bool,
     sizes: &[usize],
-    batch: usize,
-    layer: Option<&str>,
+    conv: &ConvOptions,
 ) -> gantry::Result<()> {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -151,7 +193,14 @@ fn run_bench(
         }
         let rows = match what {
             BenchWhat::Gemm => bench::gemm(sizes, threads, peak),
-            BenchWhat::Conv => bench::conv(batch, threads, peak, layer),
+            BenchWhat::Conv => bench::conv(
+                conv.batch,
+                threads,
+                peak,
+                conv.layer,
+                conv.variant,
+                conv.split,
+            ),
             BenchWhat::Dcgan => unreachable!("handled before"),
         };
         if json {

@@ -51,8 +51,6 @@ macro_rules! specialise {
     };
 }
 
-pub(crate) use specialise;
-
 /// `out[i] = op(x[i])`, in parallel chunks.
 pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
     assert_eq!(
