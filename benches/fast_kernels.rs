@@ -7,17 +7,14 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gantry::kernels::batch_norm::{cpu as bn, BatchNormGeom};
-use gantry::kernels::conv::{Conv2dGeom, ConvVariant};
+use gantry::kernels::conv::ConvVariant;
 use gantry::kernels::elementwise::{cpu as ew, UnaryOp};
 use gantry::kernels::gemm::{cpu as gemm_cpu, GemmGeom};
 use gantry::kernels::optim::{cpu as optim_cpu, reference as optim_ref, AdamStep};
 use std::hint::black_box;
 
-fn filled(len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect()
-}
+mod common;
+use common::{dcgan_d2, filled};
 
 fn gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("gemm");
@@ -37,22 +34,7 @@ fn gemm(c: &mut Criterion) {
 /// The DCGAN discriminator's second layer (64 → 128 channels, 32x32 → 16x16, 4x4 kernel,
 /// stride 2, padding 1) at batch 16: each pass, for the im2col rung and the implicit GEMM.
 fn conv(c: &mut Criterion) {
-    let g = Conv2dGeom {
-        n: 16,
-        c_in: 64,
-        h: 32,
-        w: 32,
-        c_out: 128,
-        kh: 4,
-        kw: 4,
-        stride: [2, 2],
-        pad: [1, 1],
-        dilation: [1, 1],
-        h_out: 0,
-        w_out: 0,
-    }
-    .with_conv_output()
-    .expect("valid geometry");
+    let g = dcgan_d2(16);
     let (x, w, dy) = (
         filled(g.input_len()),
         filled(g.weight_len()),

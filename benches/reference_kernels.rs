@@ -4,16 +4,12 @@
 //! "element" is one flop (a multiply-add counts as two), so `Gelem/s` reads as GFLOP/s.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use gantry::kernels::conv::Conv2dGeom;
 use gantry::kernels::gemm::GemmGeom;
 use gantry::kernels::reference;
 use std::hint::black_box;
 
-fn filled(len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-        .collect()
-}
+mod common;
+use common::{dcgan_d2, filled};
 
 fn gemm(c: &mut Criterion) {
     let mut group = c.benchmark_group("reference_gemm");
@@ -33,22 +29,7 @@ fn gemm(c: &mut Criterion) {
 fn conv(c: &mut Criterion) {
     // The DCGAN discriminator's second layer (64 → 128 channels, 32x32 → 16x16, 4x4 kernel,
     // stride 2, padding 1) at batch 1.
-    let g = Conv2dGeom {
-        n: 1,
-        c_in: 64,
-        h: 32,
-        w: 32,
-        c_out: 128,
-        kh: 4,
-        kw: 4,
-        stride: [2, 2],
-        pad: [1, 1],
-        dilation: [1, 1],
-        h_out: 0,
-        w_out: 0,
-    }
-    .with_conv_output()
-    .unwrap();
+    let g = dcgan_d2(1);
     let (x, w, dy) = (
         filled(g.input_len()),
         filled(g.weight_len()),
