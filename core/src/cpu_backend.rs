@@ -324,17 +324,19 @@ pub fn batch_norm_backward(
         } else {
             // The reference chain: recompute the norm's output z and the activation's y, take
             // dz = dy·act'(z), then the norm's backward.
+            let chained;
             let dz = match act {
-                None => dy.to_vec(),
+                None => dy,
                 Some(op) => {
                     let (mut z, mut y, mut dz) = (zeros::<T>(x.len()), zeros::<T>(x.len()), zeros::<T>(x.len()));
                     k::batch_norm_forward(x, mean, var, w, b, eps, geom, &mut z);
                     k::unary(op, &z, &mut y);
                     k::unary_backward(op, &z, &y, dy, &mut dz);
-                    dz
+                    chained = dz;
+                    &chained[..]
                 }
             };
-            k::batch_norm_backward(x, &dz, mean, var, w, eps, training, geom, &mut dx, &mut dw, &mut db);
+            k::batch_norm_backward(x, dz, mean, var, w, eps, training, geom, &mut dx, &mut dw, &mut db);
         }
         Ok((T::wrap(dx), T::wrap(dw), T::wrap(db)))
     })

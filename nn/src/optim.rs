@@ -370,12 +370,10 @@ impl Optimizer for Adam {
             if parts.is_empty() {
                 return Ok(empty.clone());
             }
-            let flat = Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?;
+            // concat writes a fresh buffer, so no loaded tensor's storage is shared.
+            let flat = Tensor::concat(&parts.iter().collect::<Vec<_>>(), 0)?.detach();
             debug_assert_eq!(flat.elem_count(), total);
-            // A buffer of its own (concat of one part may share that part's storage).
-            let own = flat.zeros_like()?;
-            own.set(&flat)?;
-            Ok(own)
+            Ok(flat)
         };
         self.m = concat(ms)?;
         self.v = concat(vs)?;
