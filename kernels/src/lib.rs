@@ -18,6 +18,7 @@
 pub mod batch_norm;
 pub mod conv;
 pub mod copy;
+pub mod cuda_rt;
 pub mod elementwise;
 pub mod float;
 pub mod gemm;

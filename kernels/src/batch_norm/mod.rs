@@ -2,6 +2,7 @@
 //! images).
 
 pub mod cpu;
+pub mod cuda;
 pub mod reference;
 
 /// `n` samples, `c` channels, `inner` elements per channel per sample. Channel `k` of sample `b`

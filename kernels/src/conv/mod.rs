@@ -12,6 +12,7 @@
 //! | conv-transpose backward, weight | conv backward-weight with the roles swapped    |
 
 pub mod cpu;
+pub mod cuda;
 pub mod im2col;
 pub mod reference;
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! broadcasting binary ops, and the per-channel PReLU.
 
 pub mod cpu;
+pub mod cuda;
 pub mod reference;
 
 use crate::Float;

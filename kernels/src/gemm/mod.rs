@@ -2,6 +2,7 @@
 //! its per-ISA micro-kernels in [`kernels`].
 
 pub mod cpu;
+pub mod cuda;
 pub mod kernels;
 pub mod reference;
 #[cfg(test)]

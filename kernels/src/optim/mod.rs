@@ -6,6 +6,7 @@
 //! once to the element type, as PyTorch rounds a Python scalar.
 
 pub mod cpu;
+pub mod cuda;
 pub mod reference;
 
 /// One Adam step's hyper-parameters, with the bias corrections of step `step` (counted from 1).

@@ -1,5 +1,6 @@
 //! Reductions: sums over any set of axes and the maximum along one axis.
 
+pub mod cuda;
 pub mod reference;
 
 /// Shape of a reduction's output with the reduced axes kept as size 1.

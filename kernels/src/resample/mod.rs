@@ -1,3 +1,4 @@
 //! Resampling: sub-pixel shuffle (ESPCN / SRGAN upsampling) and nearest-neighbour upsampling.
 
+pub mod cuda;
 pub mod reference;
