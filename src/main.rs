@@ -219,9 +219,29 @@ fn run_bench(
 
 fn info() {
     println!("gantry {}", env!("CARGO_PKG_VERSION"));
+    use gantry::kernels::cuda_rt;
+    let cuda = match cuda_rt::device_count() {
+        Ok(0) => "driver found, no device".to_string(),
+        Ok(n) => (0..n)
+            .map(|i| match cuda_rt::gpu(i) {
+                Ok(g) => format!("cuda:{i} {} (sm_{}{})", g.name(), g.arch().0, g.arch().1),
+                Err(e) => format!("cuda:{i} unusable: {e}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => e.to_string(),
+    };
     println!(
-        "devices: cpu ({} threads); cuda: not built",
+        "devices: cpu ({} threads); cuda: {cuda}",
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "nvrtc: {}",
+        if cuda_rt::nvrtc_available() {
+            "found"
+        } else {
+            "not found (CUDA kernels cannot be compiled)"
+        }
     );
     #[cfg(target_arch = "x86_64")]
     {

@@ -60,7 +60,7 @@ pub struct TrainArgs {
     sample_every: u64,
     #[arg(long, default_value_t = 250)]
     checkpoint_every: u64,
-    /// Only `cpu` in this build.
+    /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Worker threads (default: all cores).
@@ -74,25 +74,11 @@ pub struct TrainArgs {
     resume: bool,
 }
 
+/// `cpu`, `cuda` or `cuda:N`, checked to exist (a clear error where there is no GPU).
 pub fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        other => {
-            let ordinal = other
-                .strip_prefix("cuda")
-                .map(|r| r.trim_start_matches(':').parse::<usize>().unwrap_or(0));
-            match ordinal {
-                Some(i) => {
-                    Device::Cuda(i).check_available("--device")?;
-                    Ok(Device::Cuda(i))
-                }
-                None => Err(Error::invalid(
-                    "--device",
-                    format!("unknown device {other:?} (try cpu)"),
-                )),
-            }
-        }
-    }
+    let d = Device::parse(s)?;
+    d.check_available("--device")?;
+    Ok(d)
 }
 
 fn open_data(
@@ -136,7 +122,7 @@ pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Sen
 }
 
 pub fn train_dcgan(a: TrainArgs) -> Result<()> {
-    parse_device(&a.device)?;
+    let device = parse_device(&a.device)?;
     let out = a.out.clone().unwrap_or_else(|| {
         let tag: String = a.data.split(':').next().unwrap_or("data").to_string();
         PathBuf::from("runs").join(format!("dcgan-{tag}"))
@@ -160,6 +146,7 @@ pub fn train_dcgan(a: TrainArgs) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         samples: 64,
         label_smoothing: a.label_smoothing,
+        device,
     };
     eprintln!("data: {}", data.describe());
     eprintln!("run folder: {}", out.display());

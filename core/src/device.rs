@@ -3,8 +3,8 @@
 use crate::{Error, Result};
 use std::fmt;
 
-/// A compute device. Only the CPU is built today; `Cuda(ordinal)` is part of the type so code
-/// can name it, and asking for it returns a clear error until the CUDA backend is built.
+/// A compute device: the host, or CUDA GPU number `ordinal`. Every build has the CUDA backend;
+/// whether a GPU is there is found out at run time ([`Device::check_available`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Device {
     #[default]
@@ -13,15 +13,36 @@ pub enum Device {
 }
 
 impl Device {
-    /// `Ok` if tensors can be created on this device in this build.
+    /// `Ok` if tensors can be created on this device: always for the CPU; for `Cuda(i)` when
+    /// the CUDA driver loads and reports device `i` (the first call opens the device). The
+    /// error says what is missing: the driver, or the device.
     pub fn check_available(self, op: &'static str) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            Device::Cuda(i) => Err(Error::device(
-                op,
-                format!("cuda:{i} requested, but this build of gantry has no CUDA backend yet; use Device::Cpu"),
-            )),
+            Device::Cuda(i) => crate::cuda_backend::gpu(op, i).map(|_| ()),
         }
+    }
+
+    /// Parses `cpu`, `cuda` (device 0) or `cuda:N`.
+    pub fn parse(s: &str) -> Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| {
+                    Error::invalid(
+                        "device",
+                        format!("unknown device {s:?}: expected cpu, cuda or cuda:N"),
+                    )
+                }),
+        }
+    }
+
+    pub fn is_cuda(self) -> bool {
+        matches!(self, Device::Cuda(_))
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod autograd;
 mod cpu_backend;
+pub mod cuda_backend;
 mod device;
 mod dtype;
 mod error;

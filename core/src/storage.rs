@@ -7,6 +7,7 @@
 //! so these functions only check what they alone can see: device and dtype agreement.
 
 use crate::cpu_backend as cpu;
+use crate::cuda_backend::{self as cuda, CudaStorage};
 use crate::{DType, Device, Error, Result};
 use gantry_kernels::batch_norm::BatchNormGeom;
 use gantry_kernels::conv::Conv2dGeom;
@@ -122,13 +123,18 @@ cpu_elem!(i64, I64);
 #[derive(Clone, Debug, PartialEq)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Cuda(CudaStorage),
 }
 
-/// Unpacks same-device operands: `on_cpu!(op, a, b => |a, b| body)`.
-macro_rules! on_cpu {
-    ($op:expr, $($s:ident),+ => $body:expr) => {{
+/// Unpacks same-device operands and runs the CPU or the CUDA body:
+/// `on_device!(op, a, b => cpu_body; cuda_body)`, with `a` and `b` rebound to the backend's
+/// storage type in each body.
+macro_rules! on_device {
+    ($op:expr, $($s:ident),+ => $cpu:expr; $cuda:expr) => {{
         match ($($s,)+) {
-            ($(Storage::Cpu($s),)+) => $body,
+            ($(Storage::Cpu($s),)+) => $cpu,
+            ($(Storage::Cuda($s),)+) => $cuda,
+            // Unreachable for one operand; mixed devices for more.
             #[allow(unreachable_patterns)]
             _ => Err(Error::device($op, "operands are on different devices")),
         }
@@ -139,16 +145,19 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(s) => s.device(),
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
         }
     }
     pub fn len(&self) -> usize {
         match self {
             Storage::Cpu(s) => s.len(),
+            Storage::Cuda(s) => s.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -158,6 +167,9 @@ impl Storage {
     /// `len` copies of `value` on `device`.
     pub fn full(device: Device, dtype: DType, len: usize, value: f64) -> Result<Storage> {
         device.check_available("full")?;
+        if let Device::Cuda(i) = device {
+            return Ok(Storage::Cuda(CudaStorage::full(i, dtype, len, value)?));
+        }
         if dtype == DType::F32 {
             let mut v = crate::pool::zeros_f32(len);
             if value != 0.0 {
@@ -175,39 +187,55 @@ impl Storage {
     pub fn to_cpu(&self) -> Result<CpuStorage> {
         match self {
             Storage::Cpu(s) => Ok(s.clone()),
+            Storage::Cuda(s) => s.to_cpu(),
+        }
+    }
+
+    /// A copy on `device` (through the host between two GPUs).
+    pub fn move_to(&self, device: Device) -> Result<Storage> {
+        match device {
+            Device::Cpu => self.to_cpu().map(Storage::Cpu),
+            Device::Cuda(i) => match self {
+                Storage::Cpu(s) => CudaStorage::from_cpu(s, i).map(Storage::Cuda),
+                Storage::Cuda(s) if s.device() == device => s.try_clone().map(Storage::Cuda),
+                Storage::Cuda(s) => CudaStorage::from_cpu(&s.to_cpu()?, i).map(Storage::Cuda),
+            },
         }
     }
 
     /// Converts every element to `dtype`.
     pub fn to_dtype(&self, dtype: DType) -> Result<Storage> {
         let s = self;
-        on_cpu!("to_dtype", s => Ok(Storage::Cpu(cpu::to_dtype(s, dtype))))
+        on_device!("to_dtype", s => Ok(Storage::Cpu(cpu::to_dtype(s, dtype))); cuda::to_dtype(s, dtype).map(Storage::Cuda))
     }
 
     pub fn unary(&self, op: UnaryOp) -> Result<Storage> {
         let x = self;
-        on_cpu!(op.name(), x => cpu::unary(x, op).map(Storage::Cpu))
+        on_device!(op.name(), x => cpu::unary(x, op).map(Storage::Cpu); cuda::unary(x, op).map(Storage::Cuda))
     }
 
     pub fn unary_backward(&self, y: &Storage, dy: &Storage, op: UnaryOp) -> Result<Storage> {
         let x = self;
-        on_cpu!(op.name(), x, y, dy => cpu::unary_backward(x, y, dy, op).map(Storage::Cpu))
+        on_device!(op.name(), x, y, dy => cpu::unary_backward(x, y, dy, op).map(Storage::Cpu);
+            cuda::unary_backward(x, y, dy, op).map(Storage::Cuda))
     }
 
     pub fn binary(&self, rhs: &Storage, geom: &BroadcastGeom, op: BinaryOp) -> Result<Storage> {
         let lhs = self;
-        on_cpu!(op.name(), lhs, rhs => cpu::binary(lhs, rhs, geom, op).map(Storage::Cpu))
+        on_device!(op.name(), lhs, rhs => cpu::binary(lhs, rhs, geom, op).map(Storage::Cpu);
+            cuda::binary(lhs, rhs, geom, op).map(Storage::Cuda))
     }
 
     pub fn sum_axes(&self, shape: &[usize], axes: &[usize]) -> Result<Storage> {
         let x = self;
-        on_cpu!("sum", x => cpu::sum_axes(x, shape, axes).map(Storage::Cpu))
+        on_device!("sum", x => cpu::sum_axes(x, shape, axes).map(Storage::Cpu); cuda::sum_axes(x, shape, axes).map(Storage::Cuda))
     }
 
     /// Values and `U32` indices of the maximum along `axis`.
     pub fn max_axis(&self, shape: &[usize], axis: usize) -> Result<(Storage, Storage)> {
         let x = self;
-        on_cpu!("max", x => cpu::max_axis(x, shape, axis).map(|(v, i)| (Storage::Cpu(v), Storage::Cpu(i))))
+        on_device!("max", x => cpu::max_axis(x, shape, axis).map(|(v, i)| (Storage::Cpu(v), Storage::Cpu(i)));
+            cuda::max_axis(x, shape, axis).map(|(v, i)| (Storage::Cuda(v), Storage::Cuda(i))))
     }
 
     pub fn max_axis_backward(
@@ -217,13 +245,15 @@ impl Storage {
         axis: usize,
     ) -> Result<Storage> {
         let dy = self;
-        on_cpu!("max_backward", dy, indices => cpu::max_axis_backward(dy, indices, shape, axis).map(Storage::Cpu))
+        on_device!("max_backward", dy, indices => cpu::max_axis_backward(dy, indices, shape, axis).map(Storage::Cpu);
+            cuda::max_axis_backward(dy, indices, shape, axis).map(Storage::Cuda))
     }
 
     /// Contiguous copy of the strided view `(offset, strides, shape)` of `self`.
     pub fn gather(&self, offset: usize, strides: &[usize], shape: &[usize]) -> Result<Storage> {
         let src = self;
-        on_cpu!("gather", src => Ok(Storage::Cpu(cpu::gather(src, offset, strides, shape))))
+        on_device!("gather", src => Ok(Storage::Cpu(cpu::gather(src, offset, strides, shape)));
+            cuda::gather(src, offset, strides, shape).map(Storage::Cuda))
     }
 
     /// Writes the contiguous `src` into the strided view `(offset, strides, shape)` of `self`;
@@ -237,12 +267,13 @@ impl Storage {
         accumulate: bool,
     ) -> Result<()> {
         let dst = self;
-        on_cpu!("scatter", dst, src => cpu::scatter(dst, src, offset, strides, shape, accumulate))
+        on_device!("scatter", dst, src => cpu::scatter(dst, src, offset, strides, shape, accumulate);
+            cuda::scatter(dst, src, offset, strides, shape, accumulate))
     }
 
     pub fn matmul(&self, rhs: &Storage, geom: &GemmGeom) -> Result<Storage> {
         let lhs = self;
-        on_cpu!("matmul", lhs, rhs => cpu::matmul(lhs, rhs, geom).map(Storage::Cpu))
+        on_device!("matmul", lhs, rhs => cpu::matmul(lhs, rhs, geom).map(Storage::Cpu); cuda::matmul(lhs, rhs, geom).map(Storage::Cuda))
     }
 
     pub fn conv2d(
@@ -252,27 +283,27 @@ impl Storage {
         geom: &Conv2dGeom,
     ) -> Result<Storage> {
         let x = self;
-        let bias = match bias {
-            None => None,
-            Some(b) => Some(on_cpu!("conv2d", b => Ok(b))?),
-        };
-        on_cpu!("conv2d", x, w => cpu::conv2d(x, w, bias, geom).map(Storage::Cpu))
+        on_device!("conv2d", x, w => cpu::conv2d(x, w, opt_cpu("conv2d", bias)?, geom).map(Storage::Cpu);
+            cuda::conv2d(x, w, opt_cuda("conv2d", bias)?, geom).map(Storage::Cuda))
     }
 
     pub fn conv2d_backward_data(&self, w: &Storage, geom: &Conv2dGeom) -> Result<Storage> {
         let dy = self;
-        on_cpu!("conv2d_backward_data", dy, w => cpu::conv2d_backward_data(dy, w, geom).map(Storage::Cpu))
+        on_device!("conv2d_backward_data", dy, w => cpu::conv2d_backward_data(dy, w, geom).map(Storage::Cpu);
+            cuda::conv2d_backward_data(dy, w, geom).map(Storage::Cuda))
     }
 
     pub fn conv2d_backward_weight(&self, dy: &Storage, geom: &Conv2dGeom) -> Result<Storage> {
         let x = self;
-        on_cpu!("conv2d_backward_weight", x, dy => cpu::conv2d_backward_weight(x, dy, geom).map(Storage::Cpu))
+        on_device!("conv2d_backward_weight", x, dy => cpu::conv2d_backward_weight(x, dy, geom).map(Storage::Cpu);
+            cuda::conv2d_backward_weight(x, dy, geom).map(Storage::Cuda))
     }
 
     /// Per-channel mean and biased variance.
     pub fn batch_norm_stats(&self, geom: &BatchNormGeom) -> Result<(Storage, Storage)> {
         let x = self;
-        on_cpu!("batch_norm", x => cpu::batch_norm_stats(x, geom).map(|(m, v)| (Storage::Cpu(m), Storage::Cpu(v))))
+        on_device!("batch_norm", x => cpu::batch_norm_stats(x, geom).map(|(m, v)| (Storage::Cpu(m), Storage::Cpu(v)));
+            cuda::batch_norm_stats(x, geom).map(|(m, v)| (Storage::Cuda(m), Storage::Cuda(v))))
     }
 
     /// Batch norm with the given statistics, then the activation `act` if any (fused).
@@ -285,9 +316,14 @@ impl Storage {
         geom: &BatchNormGeom,
     ) -> Result<Storage> {
         let (x, (mean, var)) = (self, stats);
-        let w = opt_cpu("batch_norm", affine.0)?;
-        let b = opt_cpu("batch_norm", affine.1)?;
-        on_cpu!("batch_norm", x, mean, var => cpu::batch_norm_forward(x, mean, var, (w, b), eps, act, geom).map(Storage::Cpu))
+        let op = "batch_norm";
+        on_device!(op, x, mean, var => {
+            let wb = (opt_cpu(op, affine.0)?, opt_cpu(op, affine.1)?);
+            cpu::batch_norm_forward(x, mean, var, wb, eps, act, geom).map(Storage::Cpu)
+        }; {
+            let wb = (opt_cuda(op, affine.0)?, opt_cuda(op, affine.1)?);
+            cuda::batch_norm_forward(x, mean, var, wb, eps, act, geom).map(Storage::Cuda)
+        })
     }
 
     /// `(dx, dweight, dbias)`; with `act`, `dy` is the gradient of the activation's output.
@@ -303,16 +339,22 @@ impl Storage {
         geom: &BatchNormGeom,
     ) -> Result<(Storage, Storage, Storage)> {
         let (x, (mean, var)) = (self, stats);
-        let w = opt_cpu("batch_norm_backward", affine.0)?;
-        let b = opt_cpu("batch_norm_backward", affine.1)?;
-        on_cpu!("batch_norm_backward", x, dy, mean, var => cpu::batch_norm_backward(x, dy, mean, var, (w, b), eps, training, act, geom)
-            .map(|(a, b, c)| (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c))))
+        let op = "batch_norm_backward";
+        on_device!(op, x, dy, mean, var => {
+            let wb = (opt_cpu(op, affine.0)?, opt_cpu(op, affine.1)?);
+            cpu::batch_norm_backward(x, dy, mean, var, wb, eps, training, act, geom)
+                .map(|(a, b, c)| (Storage::Cpu(a), Storage::Cpu(b), Storage::Cpu(c)))
+        }; {
+            let wb = (opt_cuda(op, affine.0)?, opt_cuda(op, affine.1)?);
+            cuda::batch_norm_backward(x, dy, mean, var, wb, eps, training, act, geom)
+                .map(|(a, b, c)| (Storage::Cuda(a), Storage::Cuda(b), Storage::Cuda(c)))
+        })
     }
 
     /// PReLU over `[n, c, inner]` with `c` (or 1) weights.
     pub fn prelu(&self, weight: &Storage, dims: [usize; 3]) -> Result<Storage> {
         let x = self;
-        on_cpu!("prelu", x, weight => cpu::prelu(x, weight, dims).map(Storage::Cpu))
+        on_device!("prelu", x, weight => cpu::prelu(x, weight, dims).map(Storage::Cpu); cuda::prelu(x, weight, dims).map(Storage::Cuda))
     }
 
     /// `(dx, dweight)`.
@@ -323,13 +365,15 @@ impl Storage {
         dims: [usize; 3],
     ) -> Result<(Storage, Storage)> {
         let x = self;
-        on_cpu!("prelu_backward", x, weight, dy => cpu::prelu_backward(x, weight, dy, dims).map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))))
+        on_device!("prelu_backward", x, weight, dy => cpu::prelu_backward(x, weight, dy, dims).map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b)));
+            cuda::prelu_backward(x, weight, dy, dims).map(|(a, b)| (Storage::Cuda(a), Storage::Cuda(b))))
     }
 
     /// `dims = [n, c_out, h, w]` of the *input*; `inverse` runs pixel-unshuffle instead.
     pub fn pixel_shuffle(&self, dims: [usize; 4], r: usize, inverse: bool) -> Result<Storage> {
         let x = self;
-        on_cpu!("pixel_shuffle", x => Ok(Storage::Cpu(cpu::pixel_shuffle(x, dims, r, inverse))))
+        on_device!("pixel_shuffle", x => Ok(Storage::Cpu(cpu::pixel_shuffle(x, dims, r, inverse)));
+            cuda::pixel_shuffle(x, dims, r, inverse).map(Storage::Cuda))
     }
 
     /// `dims = [planes, h, w]` of the small image; `backward` sums blocks instead of copying.
@@ -340,12 +384,14 @@ impl Storage {
         backward: bool,
     ) -> Result<Storage> {
         let x = self;
-        on_cpu!("upsample_nearest2d", x => cpu::upsample_nearest2d(x, dims, scale, backward).map(Storage::Cpu))
+        on_device!("upsample_nearest2d", x => cpu::upsample_nearest2d(x, dims, scale, backward).map(Storage::Cpu);
+            cuda::upsample_nearest2d(x, dims, scale, backward).map(Storage::Cuda))
     }
 
     pub fn bce_with_logits(&self, target: &Storage) -> Result<Storage> {
         let x = self;
-        on_cpu!("bce_with_logits", x, target => cpu::bce_with_logits(x, target).map(Storage::Cpu))
+        on_device!("bce_with_logits", x, target => cpu::bce_with_logits(x, target).map(Storage::Cpu);
+            cuda::bce_with_logits(x, target).map(Storage::Cuda))
     }
 
     /// `(dx, dtarget)`.
@@ -355,8 +401,9 @@ impl Storage {
         dy: &Storage,
     ) -> Result<(Storage, Storage)> {
         let x = self;
-        on_cpu!("bce_with_logits_backward", x, target, dy => cpu::bce_with_logits_backward(x, target, dy)
-            .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))))
+        on_device!("bce_with_logits_backward", x, target, dy => cpu::bce_with_logits_backward(x, target, dy)
+            .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b)));
+            cuda::bce_with_logits_backward(x, target, dy).map(|(a, b)| (Storage::Cuda(a), Storage::Cuda(b))))
     }
 }
 
@@ -364,14 +411,15 @@ impl Storage {
     /// Binary cross-entropy on probabilities; an error if some probability lies outside [0, 1].
     pub fn bce(&self, target: &Storage) -> Result<Storage> {
         let x = self;
-        on_cpu!("bce", x, target => cpu::bce(x, target).map(Storage::Cpu))
+        on_device!("bce", x, target => cpu::bce(x, target).map(Storage::Cpu); cuda::bce(x, target).map(Storage::Cuda))
     }
 
     /// `(dprobabilities, dtarget)`.
     pub fn bce_backward(&self, target: &Storage, dy: &Storage) -> Result<(Storage, Storage)> {
         let x = self;
-        on_cpu!("bce_backward", x, target, dy => cpu::bce_backward(x, target, dy)
-            .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b))))
+        on_device!("bce_backward", x, target, dy => cpu::bce_backward(x, target, dy)
+            .map(|(a, b)| (Storage::Cpu(a), Storage::Cpu(b)));
+            cuda::bce_backward(x, target, dy).map(|(a, b)| (Storage::Cuda(a), Storage::Cuda(b))))
     }
 
     /// One fused Adam step over several parameters at once. The moments of all of them lie
@@ -386,18 +434,49 @@ impl Storage {
         steps: &[AdamStep],
     ) -> Result<()> {
         let op = "adam_step";
-        let (Storage::Cpu(m), Storage::Cpu(v)) = (m, v);
-        let params = params
-            .iter_mut()
-            .map(|p| match &mut **p {
-                Storage::Cpu(p) => Ok(p),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let grads = grads
-            .iter()
-            .map(|g| on_cpu!(op, g => Ok(g)))
-            .collect::<Result<Vec<_>>>()?;
-        cpu::adam_step_fused(params, &grads, m, v, ranges, steps)
+        let mixed = || {
+            Error::device(
+                op,
+                "parameters, gradients and moments are on different devices",
+            )
+        };
+        match (m, v) {
+            (Storage::Cpu(m), Storage::Cpu(v)) => {
+                let params = params
+                    .iter_mut()
+                    .map(|p| match &mut **p {
+                        Storage::Cpu(p) => Ok(p),
+                        _ => Err(mixed()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let grads = grads
+                    .iter()
+                    .map(|g| match g {
+                        Storage::Cpu(g) => Ok(g),
+                        _ => Err(mixed()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                cpu::adam_step_fused(params, &grads, m, v, ranges, steps)
+            }
+            (Storage::Cuda(m), Storage::Cuda(v)) => {
+                let params = params
+                    .iter_mut()
+                    .map(|p| match &mut **p {
+                        Storage::Cuda(p) => Ok(p),
+                        _ => Err(mixed()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let grads = grads
+                    .iter()
+                    .map(|g| match g {
+                        Storage::Cuda(g) => Ok(g),
+                        _ => Err(mixed()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                cuda::adam_step_fused(params, &grads, m, v, ranges, steps)
+            }
+            _ => Err(mixed()),
+        }
     }
 
     /// One SGD step in place on this parameter buffer, with an optional momentum buffer.
@@ -412,7 +491,10 @@ impl Storage {
             (Storage::Cpu(p), Storage::Cpu(g), Some(Storage::Cpu(b))) => {
                 cpu::sgd_step(p, g, Some(b), h)
             }
-            #[allow(unreachable_patterns)]
+            (Storage::Cuda(p), Storage::Cuda(g), None) => cuda::sgd_step(p, g, None, h),
+            (Storage::Cuda(p), Storage::Cuda(g), Some(Storage::Cuda(b))) => {
+                cuda::sgd_step(p, g, Some(b), h)
+            }
             _ => Err(Error::device(
                 "sgd_step",
                 "operands are on different devices",
@@ -424,6 +506,15 @@ impl Storage {
 fn opt_cpu<'a>(op: &'static str, s: Option<&'a Storage>) -> Result<Option<&'a CpuStorage>> {
     match s {
         None => Ok(None),
-        Some(s) => on_cpu!(op, s => Ok(Some(s))),
+        Some(Storage::Cpu(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::device(op, "operands are on different devices")),
+    }
+}
+
+fn opt_cuda<'a>(op: &'static str, s: Option<&'a Storage>) -> Result<Option<&'a CudaStorage>> {
+    match s {
+        None => Ok(None),
+        Some(Storage::Cuda(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::device(op, "operands are on different devices")),
     }
 }

@@ -150,7 +150,16 @@ impl Tensor {
             ));
         }
         device.check_available("from_vec")?;
-        Ok(Self::from_storage(Storage::Cpu(T::wrap(data)), shape))
+        Self::from_host(T::wrap(data), shape, device)
+    }
+
+    /// A constant made from host values, copied to `device` when that is a GPU.
+    fn from_host(s: CpuStorage, shape: impl Into<Shape>, device: Device) -> Result<Tensor> {
+        let s = match device {
+            Device::Cpu => Storage::Cpu(s),
+            d => Storage::Cpu(s).move_to(d)?,
+        };
+        Ok(Self::from_storage(s, shape))
     }
 
     /// A constant tensor copied from a slice.
@@ -202,7 +211,7 @@ impl Tensor {
     pub fn arange(n: usize, dtype: DType, device: Device) -> Result<Tensor> {
         device.check_available("arange")?;
         let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| i as f64));
-        Ok(Self::from_storage(Storage::Cpu(s), n))
+        Self::from_host(s, n, device)
     }
 
     /// Normal samples with the given mean and standard deviation, drawn from `rng` in row-major
@@ -222,7 +231,7 @@ impl Tensor {
             dtype,
             (0..shape.elem_count()).map(|_| mean + std * rng.normal()),
         );
-        Ok(Self::from_storage(Storage::Cpu(s), shape))
+        Self::from_host(s, shape, device)
     }
 
     /// Uniform samples in `[lo, hi)`, drawn from `rng` in row-major order.
@@ -241,7 +250,7 @@ impl Tensor {
             dtype,
             (0..shape.elem_count()).map(|_| rng.uniform_range(lo, hi)),
         );
-        Ok(Self::from_storage(Storage::Cpu(s), shape))
+        Self::from_host(s, shape, device)
     }
 
     // ---------------------------------------------------------------- autograd kinds
@@ -346,7 +355,8 @@ impl Tensor {
         guard
     }
 
-    /// Overwrites this tensor's values with `src`'s (same shape, dtype and device). Refused for
+    /// Overwrites this tensor's values with `src`'s (same shape and dtype; from another device,
+    /// they are copied to this tensor's). Refused for
     /// op outputs in a recorded graph, whose values the backward pass may still need.
     pub fn set(&self, src: &Tensor) -> Result<()> {
         if self.node().is_some() {
@@ -365,11 +375,36 @@ impl Tensor {
                 ),
             ));
         }
-        crate::ops::check_same("set", &[self, src])?;
+        if src.dtype() != self.dtype() {
+            return Err(Error::dtype_mismatch("set", self.dtype(), src.dtype()));
+        }
         // Copy first: `src` may share this storage, and holding its read lock while taking the
-        // write lock would deadlock.
-        let data = src.storage().clone();
+        // write lock would deadlock. From another device, the copy moves the values here.
+        let data = if src.device() == self.device() {
+            src.storage().clone()
+        } else {
+            src.storage().move_to(self.device())?
+        };
         *self.storage_mut() = data;
+        Ok(())
+    }
+
+    /// Moves this tensor's values to `device` in place: every handle to it (a model's
+    /// parameter, an optimizer's reference) sees them there. For parameters and buffers
+    /// (`Module::to_device`); refused for op outputs in a recorded graph, as [`Tensor::set`] is.
+    pub fn move_to(&self, device: Device) -> Result<()> {
+        if self.node().is_some() {
+            return Err(Error::invalid(
+                "move_to",
+                "tensor is the output of a recorded op, whose value its backward pass may need",
+            ));
+        }
+        device.check_available("move_to")?;
+        if self.device() == device {
+            return Ok(());
+        }
+        let moved = self.storage().move_to(device)?;
+        *self.storage_mut() = moved;
         Ok(())
     }
 
@@ -405,10 +440,19 @@ impl Tensor {
     /// A copy on `device`.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         device.check_available("to_device")?;
-        if device == self.device() {
+        let from = self.device();
+        if device == from {
             return Ok(self.clone());
         }
-        unreachable!("only the CPU exists in this build")
+        let moved = self.storage().move_to(device)?;
+        // Differentiable, as in PyTorch: the gradient goes back to where the input lives.
+        Ok(Tensor::from_op(
+            moved,
+            self.shape().clone(),
+            "to_device",
+            &[self],
+            move |ctx| Ok(vec![Some(ctx.grad.to_device(from)?)]),
+        ))
     }
 }
 

@@ -55,6 +55,8 @@ pub struct TrainConfig {
     pub samples: usize,
     /// One-sided label smoothing of the real targets (0 = none).
     pub label_smoothing: f64,
+    /// Where the networks train. Not part of a checkpoint: a run may resume on another device.
+    pub device: Device,
 }
 
 impl Default for TrainConfig {
@@ -70,6 +72,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             samples: 64,
             label_smoothing: 0.0,
+            device: Device::Cpu,
         }
     }
 }
@@ -113,6 +116,7 @@ impl TrainConfig {
             checkpoint_every: u("checkpoint_every")?,
             samples: u("samples")? as usize,
             label_smoothing: f("label_smoothing")?,
+            device: Device::Cpu,
         })
     }
 }
@@ -165,6 +169,9 @@ impl Dcgan {
     pub fn new(config: &TrainConfig) -> Result<Self> {
         let mut rng = Rng::with_stream(config.seed, 1);
         let (g, d) = dcgan_pair(config.model, &mut rng)?;
+        // Drawn on the host from the seed, then moved: the same weights on every device.
+        gantry_nn::ModuleExt::to_device(&g, config.device)?;
+        gantry_nn::ModuleExt::to_device(&d, config.device)?;
         let adam = AdamConfig {
             lr: config.lr,
             betas: config.betas,
@@ -179,9 +186,11 @@ impl Dcgan {
     pub fn step(&mut self, real: &Tensor, rng: &mut Rng, smoothing: f64) -> Result<StepStats> {
         let n = real.dims()[0];
         let nz = self.g.config.nz;
-        let z = Tensor::randn([n, nz, 1, 1], 0.0, 1.0, DType::F32, Device::Cpu, rng)?;
-        let ones = Tensor::ones([n], DType::F32, Device::Cpu)?;
-        let zeros = Tensor::zeros([n], DType::F32, Device::Cpu)?;
+        let device = self.device();
+        let real = &real.to_device(device)?;
+        let z = Tensor::randn([n, nz, 1, 1], 0.0, 1.0, DType::F32, device, rng)?;
+        let ones = Tensor::ones([n], DType::F32, device)?;
+        let zeros = Tensor::zeros([n], DType::F32, device)?;
         let mean_prob =
             |logits: &Tensor| -> Result<f64> { logits.sigmoid()?.mean_all()?.to_scalar() };
 
@@ -225,6 +234,13 @@ impl Dcgan {
             d_g_z,
             images_per_s: 0.0,
         })
+    }
+
+    /// Where the networks live.
+    pub fn device(&self) -> Device {
+        gantry_nn::ModuleExt::named_parameters(&self.g)
+            .first()
+            .map_or(Device::Cpu, |(_, t)| t.device())
     }
 
     fn save(&self, dir: &Path, state: &Value) -> Result<()> {
@@ -300,8 +316,10 @@ pub fn train(
         })?;
         let state = read_state(&dir)?;
         let steps = config.steps;
+        let device = config.device;
         config = TrainConfig::from_json(&state["config"])?;
         config.steps = config.steps.max(steps);
+        config.device = device;
         net = Dcgan::new(&config)?;
         net.load(&dir)?;
         step = state["step"]
@@ -356,7 +374,7 @@ pub fn train(
         0.0,
         1.0,
         DType::F32,
-        Device::Cpu,
+        config.device,
         &mut Rng::with_stream(config.seed, 3),
     )?;
 

@@ -6,7 +6,7 @@
 //! exactly the key PyTorch's `state_dict()` gives the equivalent module tree, so checkpoints
 //! move between the two.
 
-use gantry_core::{Result, Tensor, UnaryOp};
+use gantry_core::{Device, Result, Tensor, UnaryOp};
 
 /// Which behaviour a forward pass uses: BatchNorm normalises with the batch's statistics and
 /// updates its running ones in [`Mode::Train`], and uses the running ones in [`Mode::Eval`].
@@ -140,6 +140,18 @@ pub trait ModuleExt: Module {
             .filter(|t| t.role == Role::Buffer)
             .map(|t| (t.name, t.tensor))
             .collect()
+    }
+
+    /// Moves every `f32` parameter and buffer to `device` in place (as PyTorch's
+    /// `module.to(device)`). Integer buffers (BatchNorm's `num_batches_tracked`) stay on the
+    /// host: they are counters the host updates, and GPUs hold only `f32` here.
+    fn to_device(&self, device: Device) -> Result<()> {
+        for t in self.named_tensors() {
+            if t.tensor.dtype() == gantry_core::DType::F32 {
+                t.tensor.move_to(device)?;
+            }
+        }
+        Ok(())
     }
 
     /// The total number of trainable values.

@@ -20,15 +20,14 @@
 //!   first step.
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
-    ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::ffi::{c_char, CStr, CString};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub use cudarc::driver::{CudaView, CudaViewMut, PushKernelArg};
+pub use cudarc::driver::{CudaSlice, PushKernelArg};
 
 /// A failure of the CUDA path, as a message naming what failed.
 #[derive(Clone, Debug, PartialEq, Eq)]

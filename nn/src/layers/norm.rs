@@ -105,7 +105,7 @@ impl BatchNorm2d {
                 .map(|(&old, b)| (1.0 - m) * old + m * b * scale)
                 .collect();
             let t = Tensor::from_vec(new, running.shape().clone(), Device::Cpu)?;
-            running.set(&t.to_dtype(running.dtype())?)
+            running.set(&t.to_dtype(running.dtype())?.to_device(running.device())?)
         };
         blend(&r.mean, batch_mean, 1.0)?;
         blend(&r.var, batch_var, unbias)
