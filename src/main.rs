@@ -23,8 +23,16 @@ struct Cli {
 enum Command {
     /// Print the build, the devices and the CPU features gantry can use.
     Info,
-    /// Run a small forward and backward pass through every layer type as a smoke test.
-    Check,
+    /// Run a small forward and backward pass through every layer type as a smoke test; with
+    /// `--device cuda`, run every op forward and backward on the GPU and on the CPU and compare.
+    Check {
+        /// `cpu` (the smoke test), `cuda` or `cuda:N` (the device parity check).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Seed of the random inputs of the parity check.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Train a model (`gantry train dcgan`).
     Train {
         #[command(subcommand)]
@@ -113,7 +121,10 @@ fn main() -> ExitCode {
             info();
             Ok(())
         }
-        Command::Check => check(),
+        Command::Check { device, seed } => Device::parse(&device).and_then(|d| match d {
+            Device::Cpu => check(),
+            d => check_device(d, seed),
+        }),
         Command::Train {
             what: TrainWhat::Dcgan(args),
         } => train_cli::train_dcgan(args),
@@ -265,6 +276,39 @@ fn info() {
     }
     #[cfg(target_arch = "aarch64")]
     println!("cpu features: neon");
+}
+
+/// Every op on `device` against the CPU; a table of the largest error per case, and an error
+/// (so a non-zero exit) when any case is above the tolerance.
+fn check_device(device: Device, seed: u64) -> gantry::Result<()> {
+    use gantry::device_check::{run, TOLERANCE};
+    let reports = run(device, seed)?;
+    println!("{:<40} {:<44} {:>12}", "op", "inputs", "max error");
+    for r in &reports {
+        let flag = if r.passed() { "" } else { "  FAIL" };
+        println!("{:<40} {:<44} {:>12.3e}{flag}", r.op, r.shapes, r.max_error);
+    }
+    let failed: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.op.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Err(gantry::Error::invalid(
+            "check",
+            format!(
+                "{} of {} cases on {device} differ from the CPU by more than {TOLERANCE:e}: {}",
+                failed.len(),
+                reports.len(),
+                failed.join(", ")
+            ),
+        ));
+    }
+    println!(
+        "ok: {} cases on {device} within {TOLERANCE:e} of the CPU",
+        reports.len()
+    );
+    Ok(())
 }
 
 /// A DCGAN-discriminator-shaped pass (conv → batch norm → leaky ReLU → conv → BCE) and a

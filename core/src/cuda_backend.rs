@@ -415,11 +415,7 @@ pub fn batch_norm_stats(
 type Affine<'a> = (Option<&'a CudaStorage>, Option<&'a CudaStorage>);
 type AffineBufs<'a> = (Option<&'a CudaSlice<f32>>, Option<&'a CudaSlice<f32>>);
 
-fn affine<'a>(
-    op: &'static str,
-    x: &CudaStorage,
-    (w, b): Affine<'a>,
-) -> Result<AffineBufs<'a>> {
+fn affine<'a>(op: &'static str, x: &CudaStorage, (w, b): Affine<'a>) -> Result<AffineBufs<'a>> {
     for s in [w, b].into_iter().flatten() {
         same_gpu(op, &[x, s])?;
     }
