@@ -249,7 +249,9 @@ fn cases(rng: &mut Rng) -> Result<Vec<Case>> {
     );
 
     // Convolutions: stride 2 with padding, dilation, batch 1, odd channel counts, 1×1 output.
-    let conv_cases: [(&str, [usize; 4], [usize; 4], usize, usize, usize); 5] = [
+    // (name, input shape, weight shape, stride, padding, dilation)
+    type ConvCase = (&'static str, [usize; 4], [usize; 4], usize, usize, usize);
+    let conv_cases: [ConvCase; 5] = [
         (
             "conv2d s2 p1 (DCGAN D)",
             [2, 3, 13, 11],
@@ -273,7 +275,8 @@ fn cases(rng: &mut Rng) -> Result<Vec<Case>> {
             Box::new(move |t| t[0].conv2d(&t[1], Some(&t[2]), params)),
         );
     }
-    let convt: [(&str, [usize; 4], [usize; 4], usize, usize); 2] = [
+    type ConvTCase = (&'static str, [usize; 4], [usize; 4], usize, usize);
+    let convt: [ConvTCase; 2] = [
         (
             "conv_transpose2d s2 p1 (DCGAN G)",
             [2, 5, 4, 3],
@@ -404,7 +407,6 @@ fn cases(rng: &mut Rng) -> Result<Vec<Case>> {
         vec![true, true],
         Box::new(|t| mse(&t[0], &t[1], Reduction::Mean)),
     );
-    drop(case);
     Ok(out)
 }
 
