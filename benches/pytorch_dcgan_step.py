@@ -1,4 +1,4 @@
-"""PyTorch's DCGAN training step on this CPU, to compare with `gantry bench dcgan`.
+"""PyTorch's DCGAN training step, to compare with `gantry bench dcgan [--device cuda]`.
 
 Same model (pytorch/examples DCGAN, 64x64 RGB, nz=100, ngf=ndf=64, discriminator ending in
 logits with BCEWithLogits), same step (D on real + detached fake, G non-saturating, Adam 2e-4
@@ -6,6 +6,10 @@ logits with BCEWithLogits), same step (D on real + detached fake, G non-saturati
 with the same keys as `gantry bench dcgan --json`.
 
     python benches/pytorch_dcgan_step.py --threads 2 --batch-size 64 --iters 10
+    python benches/pytorch_dcgan_step.py --device cuda --batch-size 128 --iters 50
+
+On CUDA it runs eager mode with cuDNN (`cudnn.benchmark = True`), f32 (TF32 off, as gantry's
+f32 kernels), and synchronises before reading the clock.
 """
 
 import argparse
@@ -20,8 +24,14 @@ p.add_argument("--threads", type=int, default=2)
 p.add_argument("--batch-size", type=int, default=64)
 p.add_argument("--image-size", type=int, default=64)
 p.add_argument("--iters", type=int, default=10)
+p.add_argument("--device", default="cpu")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
+dev = torch.device(a.device)
+if dev.type == "cuda":
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 torch.manual_seed(0)
 nz, ngf, ndf, nc = 100, 64, 64, 3
 blocks = a.image_size.bit_length() - 1 - 3
@@ -40,15 +50,21 @@ for _ in range(blocks):
     ch *= 2
 d_layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=False)]
 D = nn.Sequential(*d_layers)
+G, D = G.to(dev), D.to(dev)
 opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
 opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
 loss = nn.BCEWithLogitsLoss()
-real = torch.rand(a.batch_size, nc, a.image_size, a.image_size) * 2 - 1
-ones, zeros = torch.ones(a.batch_size), torch.zeros(a.batch_size)
+real = (torch.rand(a.batch_size, nc, a.image_size, a.image_size) * 2 - 1).to(dev)
+ones, zeros = torch.ones(a.batch_size, device=dev), torch.zeros(a.batch_size, device=dev)
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def step():
-    z = torch.randn(a.batch_size, nz, 1, 1)
+    z = torch.randn(a.batch_size, nz, 1, 1, device=dev)
     fake = G(z)
     D.zero_grad()
     ld = loss(D(real).view(-1), ones) + loss(D(fake.detach()).view(-1), zeros)
@@ -62,13 +78,15 @@ def step():
 
 for _ in range(2):
     step()
+sync()
 ms = []
 for _ in range(a.iters):
     t = time.perf_counter()
     step()
+    sync()
     ms.append((time.perf_counter() - t) * 1e3)
 ms.sort()
 med = ms[len(ms) // 2]
 print(json.dumps({"model": "dcgan", "framework": f"torch {torch.__version__}", "batch_size": a.batch_size,
-                  "image_size": a.image_size, "threads": a.threads, "device": "cpu", "iters": len(ms),
+                  "image_size": a.image_size, "threads": a.threads, "device": a.device, "iters": len(ms),
                   "step_ms": med, "step_ms_min": ms[0], "images_per_s": a.batch_size / (med / 1e3)}))

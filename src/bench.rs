@@ -391,6 +391,7 @@ pub fn dcgan(
     image_size: usize,
     threads: usize,
     iters: usize,
+    device: gantry::Device,
 ) -> gantry::Result<String> {
     use gantry::gan::dcgan::DcganConfig;
     use gantry::gan::train::{Dcgan, TrainConfig};
@@ -401,9 +402,20 @@ pub fn dcgan(
             ..DcganConfig::default()
         },
         batch_size: batch,
+        device,
         ..TrainConfig::default()
     };
     let mut net = Dcgan::new(&config)?;
+    // The step reads its losses back (which waits for the device), but the optimizer steps
+    // after that are queued: wait for them too before reading the clock.
+    let sync = || -> gantry::Result<()> {
+        if let Device::Cuda(i) = device {
+            gantry::kernels::cuda_rt::gpu(i)
+                .and_then(|g| g.synchronize())
+                .map_err(|e| gantry::Error::device("bench", e.0))?;
+        }
+        Ok(())
+    };
     let mut rng = Rng::new(0);
     let real = Tensor::rand(
         [batch, 3, image_size, image_size],
@@ -412,14 +424,17 @@ pub fn dcgan(
         DType::F32,
         Device::Cpu,
         &mut rng,
-    )?;
+    )?
+    .to_device(device)?;
     for _ in 0..2 {
         net.step(&real, &mut rng, 0.0)?;
     }
+    sync()?;
     let mut ms = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
         let t = std::time::Instant::now();
         net.step(&real, &mut rng, 0.0)?;
+        sync()?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
@@ -430,7 +445,7 @@ pub fn dcgan(
         "image_size": image_size,
         "nz": 100, "ngf": 64, "ndf": 64, "nc": 3,
         "threads": threads,
-        "device": "cpu",
+        "device": device.to_string(),
         "iters": ms.len(),
         "step_ms": median,
         "step_ms_min": ms[0],

@@ -74,6 +74,9 @@ enum Command {
         /// Timed steps of the DCGAN step bench (after 2 warm-up steps).
         #[arg(long, default_value_t = 10)]
         iters: usize,
+        /// Device of the DCGAN step bench: `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
 }
 
@@ -141,15 +144,19 @@ fn main() -> ExitCode {
             split,
             image_size,
             iters,
+            device,
         } => {
             if let BenchWhat::Dcgan = what {
                 let threads = threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-                train_cli::with_threads(Some(threads), || {
-                    bench::dcgan(batch_size, image_size, threads, iters)
-                })
-                .and_then(|r| r)
-                .map(|json| println!("{json}"))
+                train_cli::parse_device(&device)
+                    .and_then(|device| {
+                        train_cli::with_threads(Some(threads), || {
+                            bench::dcgan(batch_size, image_size, threads, iters, device)
+                        })
+                    })
+                    .and_then(|r| r)
+                    .map(|json| println!("{json}"))
             } else {
                 let conv = ConvOptions {
                     batch: batch_size,
