@@ -499,39 +499,19 @@ pub fn adam_step_fused(
 ) -> Result<()> {
     let op = "adam_step";
     let n = params.len();
-    if grads.len() != n || ranges.len() != n || steps.len() != n {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "{n} parameters but {} gradients, {} moment ranges and {} steps",
-                grads.len(),
-                ranges.len(),
-                steps.len()
-            ),
-        ));
-    }
+    let lens = |s: &[&CpuStorage]| s.iter().map(|b| b.len()).collect::<Vec<_>>();
+    let param_lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
+    crate::storage::check_adam_layout(op, &param_lens, &lens(grads), ranges, steps.len(), m.len())?;
     let Some(first) = params.first() else {
         return Ok(());
     };
     let dtype = first.dtype();
     check_state(op, m, &[v])?;
-    let mut end = 0;
-    for ((p, g), r) in params.iter().zip(grads).zip(ranges) {
+    for (p, g) in params.iter().zip(grads) {
         check_state(op, p, &[g])?;
         if p.dtype() != dtype {
             return Err(Error::dtype_mismatch(op, dtype, p.dtype()));
         }
-        if r.start < end || r.len() != p.len() || r.end > m.len() {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "moment range {r:?} for a parameter of {} elements (after {end}, in a buffer of {})",
-                    p.len(),
-                    m.len()
-                ),
-            ));
-        }
-        end = r.end;
     }
     if m.dtype() != dtype {
         return Err(Error::dtype_mismatch(op, dtype, m.dtype()));

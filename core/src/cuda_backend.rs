@@ -596,42 +596,19 @@ pub fn adam_step_fused(
     steps: &[AdamStep],
 ) -> Result<()> {
     let op = "adam_step";
-    let n = params.len();
-    if grads.len() != n || ranges.len() != n || steps.len() != n {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "{n} parameters but {} gradients, {} moment ranges and {} steps",
-                grads.len(),
-                ranges.len(),
-                steps.len()
-            ),
-        ));
-    }
+    let param_lens: Vec<usize> = params.iter().map(|p| p.len).collect();
+    let grad_lens: Vec<usize> = grads.iter().map(|g| g.len).collect();
+    crate::storage::check_adam_layout(op, &param_lens, &grad_lens, ranges, steps.len(), m.len)?;
     if m.len != v.len {
         return Err(Error::shape(
             op,
             format!("moment buffers of {} and {} elements", m.len, v.len),
         ));
     }
-    let g = m.gpu.clone();
-    let mut end = 0;
-    for ((p, gr), r) in params.iter().zip(grads).zip(ranges) {
+    for (p, gr) in params.iter().zip(grads) {
         same_gpu(op, &[m, v, p, gr])?;
-        if gr.len != p.len {
-            return Err(Error::shape(
-                op,
-                format!(
-                    "gradient of {} elements for a parameter of {}",
-                    gr.len, p.len
-                ),
-            ));
-        }
-        if r.start < end || r.len() != p.len || r.end > m.len {
-            return Err(Error::invalid(op, format!("moment range {r:?} for a parameter of {} elements (after {end}, in a buffer of {})", p.len, m.len)));
-        }
-        end = r.end;
     }
+    let g = m.gpu.clone();
     let segments: Vec<_> = ranges
         .iter()
         .zip(steps)

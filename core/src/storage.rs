@@ -503,6 +503,47 @@ impl Storage {
     }
 }
 
+/// What every backend's fused Adam checks first: one gradient, moment range and step per
+/// parameter; each gradient as long as its parameter; the ranges ascending, disjoint, as long as
+/// their parameters and inside the moment buffers (`moments` values each).
+pub(crate) fn check_adam_layout(
+    op: &'static str,
+    params: &[usize],
+    grads: &[usize],
+    ranges: &[std::ops::Range<usize>],
+    steps: usize,
+    moments: usize,
+) -> Result<()> {
+    let n = params.len();
+    if grads.len() != n || ranges.len() != n || steps != n {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "{n} parameters but {} gradients, {} moment ranges and {steps} steps",
+                grads.len(),
+                ranges.len(),
+            ),
+        ));
+    }
+    let mut end = 0;
+    for ((&p, &g), r) in params.iter().zip(grads).zip(ranges) {
+        if g != p {
+            return Err(Error::shape(
+                op,
+                format!("buffer of {g} elements for a parameter of {p}"),
+            ));
+        }
+        if r.start < end || r.len() != p || r.end > moments {
+            return Err(Error::invalid(
+                op,
+                format!("moment range {r:?} for a parameter of {p} elements (after {end}, in a buffer of {moments})"),
+            ));
+        }
+        end = r.end;
+    }
+    Ok(())
+}
+
 fn opt_cpu<'a>(op: &'static str, s: Option<&'a Storage>) -> Result<Option<&'a CpuStorage>> {
     match s {
         None => Ok(None),
