@@ -110,7 +110,8 @@ pub fn compile(src: &Source, arch: (u32, u32)) -> Result<Compiled> {
     let options = [
         format!("--gpu-architecture=sm_{}{}", arch.0, arch.1),
         "--std=c++17".to_string(),
-        // Kernels must compute what the CPU computes: no fast-math approximations.
+        // No --use_fast_math: the kernels must compute what the CPU computes (approximate
+        // expf/logf would not). Multiply-adds may contract to FMA, as the CPU's SIMD kernels do.
         "--fmad=true".to_string(),
         "--extra-device-vectorization".to_string(),
     ];
