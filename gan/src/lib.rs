@@ -6,6 +6,8 @@ pub mod data;
 pub mod dcgan;
 pub mod eval;
 pub mod grid;
+pub mod metrics;
+pub mod sr;
 pub mod train;
 
 pub use gantry_nn as nn;
