@@ -183,8 +183,9 @@ mod tests {
             assert!((s - 1.0).abs() < 1e-12);
         }
         // Output 1 of ×4 sits at u = 1/4 + 3/8 = 0.625, left = floor(0.625 − 2) = −2: the
-        // taps read input −2..3 (1-based), mirrored to 2, 1, 1, 2, 3, 4 (0-based 1, 0, 0, 1, 2, 3).
-        assert_eq!(&c.index[..6], &[1, 0, 0, 1, 2, 3]);
+        // taps read input −2..3 (1-based), mirrored about the edge to 3, 2, 1, 1, 2, 3
+        // (0-based 2, 1, 0, 0, 1, 2).
+        assert_eq!(&c.index[..6], &[2, 1, 0, 0, 1, 2]);
     }
 
     #[test]
