@@ -8,6 +8,7 @@ pub mod eval;
 pub mod grid;
 pub mod metrics;
 pub mod sr;
+pub mod srgan;
 pub mod train;
 
 pub use gantry_nn as nn;
