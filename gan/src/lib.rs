@@ -7,6 +7,7 @@ pub mod dcgan;
 pub mod eval;
 pub mod grid;
 pub mod metrics;
+pub mod run;
 pub mod sr;
 pub mod srgan;
 pub mod train;

@@ -17,8 +17,9 @@
 //!   metrics.csv                 step,epoch,loss_d,loss_g,d_x,d_g_z,images_per_s
 //! ```
 //!
-//! A checkpoint folder is written completely before `latest` is switched to it (atomically),
-//! so an interruption at any moment leaves the previous checkpoint usable. `state.json` holds
+//! The folder is [`crate::run::Run`]'s, shared with the SRGAN trainer: a checkpoint folder is
+//! written completely before `latest` is switched to it (atomically), so an interruption at
+//! any moment leaves the previous checkpoint usable. `state.json` holds
 //! the step, the configuration and the noise generator's state: with the data order drawn
 //! from `(seed, epoch)`, that is everything a resumed run needs to continue exactly where the
 //! checkpoint was taken (bit for bit on the CPU).
@@ -26,8 +27,9 @@
 use crate::data::{Dataset, Loader};
 use crate::dcgan::{dcgan_pair, DcganConfig, Discriminator, Generator};
 use crate::grid::save_grid;
+use crate::run::{non_finite, rng_from_json, rng_to_json, Run};
 use gantry_core::{no_grad, DType, Device, Error, Result, Rng, Tensor};
-use gantry_nn::checkpoint::{self, write_atomic};
+use gantry_nn::checkpoint;
 use gantry_nn::loss::{bce_with_logits_smoothed, Reduction};
 use gantry_nn::{Adam, AdamConfig, Mode, Module, Optimizer};
 use serde_json::{json, Value};
@@ -243,13 +245,11 @@ impl Dcgan {
             .map_or(Device::Cpu, |(_, t)| t.device())
     }
 
-    fn save(&self, dir: &Path, state: &Value) -> Result<()> {
+    fn save(&self, dir: &Path) -> Result<()> {
         checkpoint::save(&self.g, dir.join("generator.safetensors"))?;
         checkpoint::save(&self.d, dir.join("discriminator.safetensors"))?;
         self.opt_g.save(&dir.join("opt_g.safetensors"))?;
-        self.opt_d.save(&dir.join("opt_d.safetensors"))?;
-        let text = serde_json::to_string_pretty(state).expect("JSON values serialise");
-        write_atomic(&dir.join("state.json"), text.as_bytes())
+        self.opt_d.save(&dir.join("opt_d.safetensors"))
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
@@ -260,35 +260,7 @@ impl Dcgan {
     }
 }
 
-fn non_finite(which: &str, v: f64) -> Error {
-    Error::invalid(
-        "train",
-        format!("the {which} loss became {v}; training stopped"),
-    )
-}
-
-fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Io { context, source }
-}
-
-/// The newest complete checkpoint folder of a run, if any.
-pub fn latest_checkpoint(run: &Path) -> Result<Option<PathBuf>> {
-    let latest = run.join("checkpoint").join("latest");
-    if !latest.exists() {
-        return Ok(None);
-    }
-    let name =
-        std::fs::read_to_string(&latest).map_err(io(format!("reading {}", latest.display())))?;
-    Ok(Some(run.join("checkpoint").join(name.trim())))
-}
-
-/// Reads a checkpoint folder's `state.json`.
-pub fn read_state(dir: &Path) -> Result<Value> {
-    let path = dir.join("state.json");
-    let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::invalid("resume", format!("{}: {e}", path.display())))
-}
+pub use crate::run::{latest_checkpoint, read_state};
 
 const METRICS_HEADER: &str = "step,epoch,loss_d,loss_g,d_x,d_g_z,images_per_s";
 
@@ -307,14 +279,8 @@ pub fn train(
     let mut net;
     let mut rng;
     let mut step;
-    if resume {
-        let dir = latest_checkpoint(run)?.ok_or_else(|| {
-            Error::invalid(
-                "resume",
-                format!("{} has no checkpoint to resume from", run.display()),
-            )
-        })?;
-        let state = read_state(&dir)?;
+    let mut run = if resume {
+        let (r, dir, state, at) = Run::resume(run, METRICS_HEADER)?;
         let steps = config.steps;
         let device = config.device;
         config = TrainConfig::from_json(&state["config"])?;
@@ -322,36 +288,16 @@ pub fn train(
         config.device = device;
         net = Dcgan::new(&config)?;
         net.load(&dir)?;
-        step = state["step"]
-            .as_u64()
-            .ok_or_else(|| Error::invalid("resume", "state.json: no step"))?;
-        let r = &state["rng"];
-        let (s, inc) = (r[0].as_str(), r[1].as_str());
-        let parse = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
-        rng = match (parse(s), parse(inc)) {
-            (Some(s), Some(inc)) => Rng::from_state(s, inc),
-            _ => return Err(Error::invalid("resume", "state.json: bad rng state")),
-        };
-        truncate_metrics(&run.join("metrics.csv"), step)?;
+        step = at;
+        rng = rng_from_json(&state["rng"])?;
+        r
     } else {
-        if latest_checkpoint(run)?.is_some() {
-            return Err(Error::invalid(
-                "train",
-                format!(
-                    "{} already holds a run; pass --resume to continue it, or choose another --out",
-                    run.display()
-                ),
-            ));
-        }
+        let r = Run::create(run, METRICS_HEADER)?;
         net = Dcgan::new(&config)?;
         rng = Rng::with_stream(config.seed, 2);
         step = 0;
-        std::fs::create_dir_all(run).map_err(io(format!("creating {}", run.display())))?;
-        write_atomic(
-            &run.join("metrics.csv"),
-            format!("{METRICS_HEADER}\n").as_bytes(),
-        )?;
-    }
+        r
+    };
     let m = config.model;
     if (data.channels(), data.image_size()) != (m.nc, m.image_size) {
         return Err(Error::invalid(
@@ -364,10 +310,6 @@ pub fn train(
                 t = m.image_size
             ),
         ));
-    }
-    for sub in ["samples", "checkpoint"] {
-        std::fs::create_dir_all(run.join(sub))
-            .map_err(io(format!("creating {}", run.join(sub).display())))?;
     }
     let fixed_noise = Tensor::randn(
         [config.samples, m.nz, 1, 1],
@@ -384,10 +326,6 @@ pub fn train(
         total_steps: config.steps,
         batches_per_epoch: bpe as usize,
     });
-    let mut metrics = std::fs::OpenOptions::new()
-        .append(true)
-        .open(run.join("metrics.csv"))
-        .map_err(io(format!("opening {}", run.join("metrics.csv").display())))?;
     let mut summary = Summary {
         steps: step,
         last_sample: None,
@@ -406,29 +344,14 @@ pub fn train(
         for real in loader {
             let real = real?;
             let t = Instant::now();
-            let mut stats =
-                net.step(&real, &mut rng, config.label_smoothing)
-                    .map_err(|e| match e {
-                        Error::Invalid { op: "train", msg } => Error::invalid(
-                            "train",
-                            format!(
-                                "{msg} at step {}; the last good checkpoint is {}",
-                                step + 1,
-                                latest_checkpoint(run)
-                                    .ok()
-                                    .flatten()
-                                    .map_or("none".into(), |p| p.display().to_string())
-                            ),
-                        ),
-                        e => e,
-                    })?;
+            let mut stats = net
+                .step(&real, &mut rng, config.label_smoothing)
+                .map_err(|e| run.stopped_at(e, step + 1))?;
             step += 1;
             stats.step = step;
             stats.epoch = epoch;
             stats.images_per_s = real.dims()[0] as f64 / t.elapsed().as_secs_f64();
-            use std::io::Write;
-            writeln!(
-                metrics,
+            run.metrics_row(&format!(
                 "{},{},{:.6},{:.6},{:.6},{:.6},{:.1}",
                 stats.step,
                 stats.epoch,
@@ -437,36 +360,25 @@ pub fn train(
                 stats.d_x,
                 stats.d_g_z,
                 stats.images_per_s
-            )
-            .map_err(io("writing metrics.csv".into()))?;
+            ))?;
             on_event(Event::Step(&stats));
             let last = step == config.steps;
             if step % config.sample_every.max(1) == 0 || last {
-                let path = run.join("samples").join(format!("step_{step:06}.png"));
+                let path = run.sample_path(step);
                 let images = no_grad(|| net.g.forward(&fixed_noise, Mode::Eval))?;
                 save_grid(&images, &path)?;
                 on_event(Event::Sample(&path));
                 summary.last_sample = Some(path);
             }
             if step % config.checkpoint_every.max(1) == 0 || last {
-                let name = format!("step_{step:06}");
-                let dir = run.join("checkpoint").join(&name);
-                std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-                let (s, inc) = rng.state();
                 let state = json!({
                     "step": step,
                     "epoch": epoch,
-                    "rng": [s.to_string(), inc.to_string()],
+                    "rng": rng_to_json(&rng),
                     "data": data.describe(),
                     "config": config.to_json(),
                 });
-                net.save(&dir, &state)?;
-                let previous = latest_checkpoint(run)?;
-                write_atomic(&run.join("checkpoint").join("latest"), name.as_bytes())?;
-                // Keep the newest two complete checkpoints.
-                if let Some(prev) = previous {
-                    prune_checkpoints(run, &[&dir, &prev]);
-                }
+                let dir = run.checkpoint(step, &state, |dir| net.save(dir))?;
                 on_event(Event::Checkpoint(&dir));
                 summary.last_checkpoint = Some(dir);
             }
@@ -478,36 +390,4 @@ pub fn train(
     summary.steps = step;
     summary.seconds = t0.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-/// Removes checkpoint folders other than `keep`.
-fn prune_checkpoints(run: &Path, keep: &[&Path]) {
-    let Ok(entries) = std::fs::read_dir(run.join("checkpoint")) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() && !keep.iter().any(|k| *k == p) {
-            let _ = std::fs::remove_dir_all(&p);
-        }
-    }
-}
-
-/// Drops metric rows after `step` (a resumed run rewrites them).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|_| format!("{METRICS_HEADER}\n"));
-    let mut out = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let keep = i == 0
-            || line
-                .split(',')
-                .next()
-                .and_then(|s| s.parse::<u64>().ok())
-                .is_some_and(|s| s <= step);
-        if keep {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    write_atomic(path, out.as_bytes())
 }

@@ -92,7 +92,7 @@ impl SrData {
 
     /// Training data from images already in memory (each at least `crop` on both sides).
     pub fn from_images(images: Vec<Image>, crop: usize, scale: usize) -> Result<Self> {
-        if scale == 0 || crop == 0 || crop % scale != 0 {
+        if scale == 0 || crop == 0 || !crop.is_multiple_of(scale) {
             return Err(Error::invalid(
                 "sr data",
                 format!("the crop ({crop}) must be a positive multiple of the scale ({scale})"),
