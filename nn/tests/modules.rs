@@ -521,3 +521,43 @@ fn batch_norm_then_activation_fuses_without_changing_a_bit() {
     let y = seq.forward(&x, Mode::Train).unwrap();
     assert_eq!(y.op_name(), Some("batch_norm_act"));
 }
+
+#[test]
+fn max_pool_matches_a_naive_pool_forward_and_backward() {
+    use gantry_nn::MaxPool2d;
+    let mut rng = Rng::new(3);
+    // 7x9 with k = 2: the last row and column are dropped, as PyTorch floors.
+    let x = Tensor::randn([2, 3, 7, 9], 0.0, 1.0, DType::F64, Device::Cpu, &mut rng)
+        .unwrap()
+        .variable();
+    let y = MaxPool2d::new(2).forward(&x, Mode::Train).unwrap();
+    assert_eq!(y.dims(), &[2, 3, 3, 4]);
+    let xv = x.to_vec::<f64>().unwrap();
+    let yv = y.to_vec::<f64>().unwrap();
+    let mut want_grad = vec![0.0; xv.len()];
+    for p in 0..6 {
+        for oy in 0..3 {
+            for ox in 0..4 {
+                let mut best = (f64::NEG_INFINITY, 0);
+                for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let i = (p * 7 + 2 * oy + dy) * 9 + 2 * ox + dx;
+                    if xv[i] > best.0 {
+                        best = (xv[i], i);
+                    }
+                }
+                assert_eq!(yv[(p * 3 + oy) * 4 + ox], best.0);
+                want_grad[best.1] += 1.0 + (oy * 4 + ox) as f64;
+            }
+        }
+    }
+    // Upstream gradient 1 + (position in the 3x4 map), so a misrouted gradient shows.
+    let w: Vec<f64> = (0..6).flat_map(|_| (0..12).map(|i| 1.0 + i as f64)).collect();
+    let w = Tensor::from_vec(w, [2, 3, 3, 4], Device::Cpu).unwrap();
+    let grads = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(grads.get(&x).unwrap().to_vec::<f64>().unwrap(), want_grad);
+    let e = MaxPool2d::new(4)
+        .forward(&Tensor::zeros([1, 1, 3, 8], DType::F32, Device::Cpu).unwrap(), Mode::Eval)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("MaxPool2d") && e.contains("[1, 1, 3, 8]"), "{e}");
+}

@@ -5,6 +5,7 @@ mod container;
 mod conv;
 mod linear;
 mod norm;
+mod pool;
 
 pub use activation::{
     Flatten, LeakyReLU, PReLU, PixelShuffle, ReLU, Sigmoid, Tanh, UpsampleNearest,
@@ -13,3 +14,4 @@ pub use container::{Residual, Sequential};
 pub use conv::{Conv2d, ConvTranspose2d};
 pub use linear::Linear;
 pub use norm::BatchNorm2d;
+pub use pool::MaxPool2d;
