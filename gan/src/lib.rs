@@ -11,5 +11,6 @@ pub mod run;
 pub mod sr;
 pub mod srgan;
 pub mod train;
+pub mod vgg;
 
 pub use gantry_nn as nn;

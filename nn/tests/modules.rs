@@ -551,12 +551,17 @@ fn max_pool_matches_a_naive_pool_forward_and_backward() {
         }
     }
     // Upstream gradient 1 + (position in the 3x4 map), so a misrouted gradient shows.
-    let w: Vec<f64> = (0..6).flat_map(|_| (0..12).map(|i| 1.0 + i as f64)).collect();
+    let w: Vec<f64> = (0..6)
+        .flat_map(|_| (0..12).map(|i| 1.0 + i as f64))
+        .collect();
     let w = Tensor::from_vec(w, [2, 3, 3, 4], Device::Cpu).unwrap();
     let grads = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(grads.get(&x).unwrap().to_vec::<f64>().unwrap(), want_grad);
     let e = MaxPool2d::new(4)
-        .forward(&Tensor::zeros([1, 1, 3, 8], DType::F32, Device::Cpu).unwrap(), Mode::Eval)
+        .forward(
+            &Tensor::zeros([1, 1, 3, 8], DType::F32, Device::Cpu).unwrap(),
+            Mode::Eval,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("MaxPool2d") && e.contains("[1, 1, 3, 8]"), "{e}");

@@ -31,7 +31,10 @@ impl Module for MaxPool2d {
         if d.len() != 4 || k == 0 || d[2] < k || d[3] < k {
             return Err(Error::shape(
                 "MaxPool2d",
-                format!("a {k}x{k} pool of {}: expected [n, c, h ≥ {k}, w ≥ {k}]", x.shape()),
+                format!(
+                    "a {k}x{k} pool of {}: expected [n, c, h ≥ {k}, w ≥ {k}]",
+                    x.shape()
+                ),
             ));
         }
         let (n, c, oh, ow) = (d[0], d[1], d[2] / k, d[3] / k);
