@@ -1,6 +1,7 @@
 //! The `gantry` command-line tool.
 
 mod bench;
+mod sr_cli;
 mod train_cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,6 +44,10 @@ enum Command {
     /// Score a trained generator: Fréchet distance on a small classifier's features and the
     /// classifier score, with held-out real data for scale (not FID).
     EvalGan(train_cli::EvalArgs),
+    /// Super-resolve an image with a trained SRResNet/SRGAN generator (tiled for large images).
+    Upscale(sr_cli::UpscaleArgs),
+    /// PSNR/SSIM (Y channel, the SR papers' protocol) of bicubic and a model on an image set.
+    EvalSr(sr_cli::EvalSrArgs),
     /// Time kernels against a baseline measured in the same run (see `src/bench.rs`).
     Bench {
         /// What to time.
@@ -105,6 +110,8 @@ impl From<ConvRung> for gantry::kernels::conv::ConvVariant {
 enum TrainWhat {
     /// A DCGAN (Radford et al. 2015); with no arguments, on the built-in digits.
     Dcgan(train_cli::TrainArgs),
+    /// SRResNet / SRGAN 4x super-resolution (Ledig et al. 2017) on a folder of HR images.
+    Srgan(sr_cli::SrTrainArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -131,6 +138,11 @@ fn main() -> ExitCode {
         Command::Train {
             what: TrainWhat::Dcgan(args),
         } => train_cli::train_dcgan(args),
+        Command::Train {
+            what: TrainWhat::Srgan(args),
+        } => sr_cli::train_srgan(args),
+        Command::Upscale(args) => sr_cli::upscale(args),
+        Command::EvalSr(args) => sr_cli::eval_sr(args),
         Command::Generate(args) => train_cli::generate(args),
         Command::EvalGan(args) => train_cli::eval_gan(args),
         Command::Bench {

@@ -159,8 +159,9 @@ impl Vgg19 {
             .map_or(Device::Cpu, |(_, t)| t.device())
     }
 
-    /// Moves the weights (and the normalisation constants) to `device`.
-    pub fn to_device(&mut self, device: Device) -> Result<()> {
+    /// Moves the weights and the normalisation constants to `device` (`ModuleExt::to_device`
+    /// would move the weights only).
+    pub fn move_to(&mut self, device: Device) -> Result<()> {
         ModuleExt::to_device(self, device)?;
         self.mean = self.mean.to_device(device)?;
         self.std = self.std.to_device(device)?;

@@ -33,7 +33,8 @@
 
 pub mod train;
 
-use gantry_core::{Conv2dParams, Error, Result, Rng, Tensor};
+use crate::sr::Image;
+use gantry_core::{no_grad, Conv2dParams, Error, Result, Rng, Tensor};
 use gantry_nn::{
     BatchNorm2d, Conv2d, Flatten, LeakyReLU, Linear, Mode, Module, PReLU, PixelShuffle, Residual,
     Sequential,
@@ -281,5 +282,110 @@ impl Module for SrDiscriminator {
             ("features".into(), &self.features as &dyn Module),
             ("classifier".into(), &self.classifier),
         ]
+    }
+}
+
+impl SrResNet {
+    /// How far (in LR pixels, rounded up) an output pixel sees: the 9x9 head, two 3x3 convs
+    /// per block, the trunk conv, one 3x3 conv per ×2 upsampler (at rising resolution) and the
+    /// 9x9 tail at full resolution. Tiles overlapping by this much give the untiled result.
+    pub fn receptive_radius(&self) -> usize {
+        let c = self.config;
+        let mut r = 4.0 + 2.0 * c.blocks as f64 + 1.0;
+        let mut res = 1.0;
+        for _ in 0..c.scale.trailing_zeros() {
+            r += 1.0 / res;
+            res *= 2.0;
+        }
+        (r + 4.0 / res).ceil() as usize
+    }
+
+    /// Upscales an image (0–255, any size) in eval mode. With `tile > 0`, the LR image is cut
+    /// into `tile × tile` pieces, each run with [`Self::receptive_radius`] pixels of context on
+    /// every side and only its centre kept, so memory stays bounded for large images and the
+    /// result equals the untiled one.
+    pub fn upscale(&self, lr: &Image, tile: usize) -> Result<Image> {
+        if lr.channels != self.config.channels {
+            return Err(Error::shape(
+                "upscale",
+                format!(
+                    "the model takes {} channel(s), the image has {}",
+                    self.config.channels, lr.channels
+                ),
+            ));
+        }
+        let device = self.device();
+        let (h, w, s) = (lr.height, lr.width, self.config.scale);
+        let run = |img: &Image| -> Result<Image> {
+            let x = img.to_tensor()?.to_device(device)?;
+            let y = no_grad(|| self.forward(&x, Mode::Eval))?;
+            Image::from_tensor(&y.to_device(gantry_core::Device::Cpu)?, 0)
+        };
+        if tile == 0 || (h <= tile && w <= tile) {
+            return run(lr);
+        }
+        let r = self.receptive_radius();
+        let (oh, ow) = (h * s, w * s);
+        let mut out = vec![0f32; lr.channels * oh * ow];
+        for y0 in (0..h).step_by(tile) {
+            for x0 in (0..w).step_by(tile) {
+                let (y1, x1) = ((y0 + tile).min(h), (x0 + tile).min(w));
+                let (cy0, cx0) = (y0.saturating_sub(r), x0.saturating_sub(r));
+                let (cy1, cx1) = ((y1 + r).min(h), (x1 + r).min(w));
+                let piece = run(&lr.crop(cy0, cx0, cy1 - cy0, cx1 - cx0)?)?;
+                // Copy the centre (the tile without its context) into place.
+                for c in 0..lr.channels {
+                    for y in y0 * s..y1 * s {
+                        let src = (c * piece.height + (y - cy0 * s)) * piece.width + (x0 - cx0) * s;
+                        let dst = (c * oh + y) * ow + x0 * s;
+                        let n = (x1 - x0) * s;
+                        out[dst..dst + n].copy_from_slice(&piece.data[src..src + n]);
+                    }
+                }
+            }
+        }
+        Image::new(lr.channels, oh, ow, out)
+    }
+
+    /// Where the weights are.
+    pub fn device(&self) -> gantry_core::Device {
+        gantry_nn::ModuleExt::named_parameters(self)
+            .first()
+            .map_or(gantry_core::Device::Cpu, |(_, t)| t.device())
+    }
+
+    /// The configuration a `state_dict` was saved from (width and channels from `head.0`,
+    /// blocks from `body.*`, scale from the upsamplers).
+    pub fn infer_config(tensors: &[(String, Tensor)]) -> Result<SrResNetConfig> {
+        let head = tensors
+            .iter()
+            .find(|(n, _)| n == "head.0.weight")
+            .map(|(_, t)| t.dims().to_vec())
+            .ok_or_else(|| {
+                Error::invalid(
+                    "SrResNet",
+                    "not an SRResNet state_dict: no head.0.weight (see python/srgan.py)",
+                )
+            })?;
+        let count = |prefix: &str, suffix: &str| {
+            tensors
+                .iter()
+                .filter(|(n, _)| n.starts_with(prefix) && n.ends_with(suffix))
+                .count()
+        };
+        let blocks = count("body.", ".0.weight");
+        let ups = count("upsample.", ".bias");
+        if head.len() != 4 || ups == 0 || ups > 3 {
+            return Err(Error::invalid(
+                "SrResNet",
+                format!("unexpected state_dict: head.0.weight {head:?}, {ups} upsampler(s)"),
+            ));
+        }
+        Ok(SrResNetConfig {
+            channels: head[1],
+            width: head[0],
+            blocks,
+            scale: 1 << ups,
+        })
     }
 }
