@@ -453,3 +453,107 @@ pub fn dcgan(
     })
     .to_string())
 }
+
+/// Whole SRResNet training steps (phase 1: forward, pixel MSE, backward, Adam) on random
+/// `[batch, 3, crop/4, crop/4]` → `[batch, 3, crop, crop]` data: one JSON object, with the
+/// step's convolution FLOPs and the fraction of the measured FMA peak they reach.
+pub fn srresnet(
+    batch: usize,
+    crop: usize,
+    threads: usize,
+    iters: usize,
+    device: gantry::Device,
+) -> gantry::Result<String> {
+    use gantry::gan::srgan::train::{Phase, SrTrainConfig, Srgan};
+    use gantry::gan::srgan::SrResNetConfig;
+    use gantry::{DType, Device, Rng, Tensor};
+    let g = SrResNetConfig::default();
+    let config = SrTrainConfig {
+        phase: Phase::SrResNet,
+        generator: g,
+        crop,
+        batch_size: batch,
+        device,
+        ..SrTrainConfig::default()
+    };
+    let mut net = Srgan::new(&config)?;
+    let sync = || -> gantry::Result<()> {
+        if let Device::Cuda(i) = device {
+            gantry::kernels::cuda_rt::gpu(i)
+                .and_then(|g| g.synchronize())
+                .map_err(|e| gantry::Error::device("bench", e.0))?;
+        }
+        Ok(())
+    };
+    let mut rng = Rng::new(0);
+    let l = crop / g.scale;
+    let lr = Tensor::rand(
+        [batch, 3, l, l],
+        -1.0,
+        1.0,
+        DType::F32,
+        Device::Cpu,
+        &mut rng,
+    )?
+    .to_device(device)?;
+    let hr = Tensor::rand(
+        [batch, 3, crop, crop],
+        -1.0,
+        1.0,
+        DType::F32,
+        Device::Cpu,
+        &mut rng,
+    )?
+    .to_device(device)?;
+    // Convolution FLOPs of one forward pass (2 per multiply-add), layer by layer.
+    let conv = |c_in: usize, c_out: usize, k: usize, side: usize| {
+        2.0 * (batch * c_in * c_out * k * k * side * side) as f64
+    };
+    let w = g.width;
+    let first = conv(3, w, 9, l);
+    let mut rest = (2 * g.blocks + 1) as f64 * conv(w, w, 3, l);
+    let mut side = l;
+    for _ in 0..g.scale.trailing_zeros() {
+        rest += conv(w, 4 * w, 3, side);
+        side *= 2;
+    }
+    rest += conv(w, 3, 9, side);
+    // Backward: data and weight gradients (2× forward), except no data gradient for the input.
+    let flop = 2.0 * first + 3.0 * rest;
+    for _ in 0..2 {
+        net.step(&lr, &hr)?;
+    }
+    sync()?;
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t = std::time::Instant::now();
+        net.step(&lr, &hr)?;
+        sync()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+    let gflops = flop / (median / 1e3) / 1e9;
+    let peak = if device == Device::Cpu {
+        Some(peak().1)
+    } else {
+        None
+    };
+    Ok(serde_json::json!({
+        "model": "srresnet",
+        "batch_size": batch,
+        "crop": crop,
+        "width": g.width, "blocks": g.blocks, "scale": g.scale,
+        "threads": threads,
+        "device": device.to_string(),
+        "iters": ms.len(),
+        "step_ms": median,
+        "step_ms_min": ms[0],
+        "images_per_s": batch as f64 / (median / 1e3),
+        "conv_gflop_per_step": flop / 1e9,
+        "gflops": gflops,
+        "peak_gflops": peak,
+        "fraction_of_peak": peak.map(|p| gflops / p),
+    })
+    .to_string())
+}

@@ -79,7 +79,10 @@ enum Command {
         /// Timed steps of the DCGAN step bench (after 2 warm-up steps).
         #[arg(long, default_value_t = 10)]
         iters: usize,
-        /// Device of the DCGAN step bench: `cpu`, `cuda` or `cuda:N`.
+        /// HR crop side of the SRResNet step bench.
+        #[arg(long, default_value_t = 96)]
+        crop: usize,
+        /// Device of the DCGAN and SRResNet step benches: `cpu`, `cuda` or `cuda:N`.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -122,6 +125,8 @@ enum BenchWhat {
     Conv,
     /// Whole DCGAN training steps (64x64 RGB, nz 100, ngf = ndf = 64): one JSON object.
     Dcgan,
+    /// Whole SRResNet training steps (width 64, 16 blocks, x4, MSE + Adam): one JSON object.
+    Srresnet,
 }
 
 fn main() -> ExitCode {
@@ -156,9 +161,21 @@ fn main() -> ExitCode {
             split,
             image_size,
             iters,
+            crop,
             device,
         } => {
-            if let BenchWhat::Dcgan = what {
+            if let BenchWhat::Srresnet = what {
+                let threads = threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                train_cli::parse_device(&device)
+                    .and_then(|device| {
+                        train_cli::with_threads(Some(threads), || {
+                            bench::srresnet(batch_size, crop, threads, iters, device)
+                        })
+                    })
+                    .and_then(|r| r)
+                    .map(|json| println!("{json}"))
+            } else if let BenchWhat::Dcgan = what {
                 let threads = threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
                 train_cli::parse_device(&device)
@@ -231,7 +248,7 @@ fn run_bench(
                 conv.variant,
                 conv.split,
             ),
-            BenchWhat::Dcgan => unreachable!("handled before"),
+            BenchWhat::Dcgan | BenchWhat::Srresnet => unreachable!("handled before"),
         };
         if json {
             let body: Vec<String> = rows.iter().map(|r| r.json()).collect();
