@@ -128,3 +128,135 @@ fn generate_reproduces_the_pytorch_dcgan_example() {
         .fold(0f32, f32::max);
     assert!(worst < 1e-4, "worst difference {worst}");
 }
+
+/// A folder of generated pictures (PNG), `n` of them.
+fn sr_folder(dir: &std::path::Path, n: usize, h: usize, w: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let mut data = Vec::new();
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    let v = 128.0
+                        + 90.0
+                            * ((x as f32 / 5.0 + i as f32 + c as f32).sin()
+                                * (y as f32 / 7.0).cos());
+                    data.push(v.round());
+                }
+            }
+        }
+        gantry::gan::sr::Image::new(3, h, w, data)
+            .unwrap()
+            .save(&dir.join(format!("img{i}.png")))
+            .unwrap();
+    }
+}
+
+#[test]
+fn train_srgan_then_eval_sr_and_upscale() {
+    let dir = tempdir("sr");
+    let (train_dir, val_dir, run) = (dir.join("train"), dir.join("val"), dir.join("run"));
+    sr_folder(&train_dir, 3, 40, 44);
+    sr_folder(&val_dir, 2, 30, 34);
+    std::fs::write(val_dir.join("broken.png"), b"not a png").unwrap();
+    let data = format!("folder:{}", train_dir.display());
+    let (ok, text) = gantry(&[
+        "train",
+        "srgan",
+        "--data",
+        &data,
+        "--width",
+        "4",
+        "--blocks",
+        "1",
+        "--scale",
+        "2",
+        "--crop",
+        "16",
+        "--batch-size",
+        "2",
+        "--steps",
+        "3",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        run.join("checkpoint/step_000003/generator.safetensors")
+            .is_file(),
+        "{text}"
+    );
+
+    // A broken file in the evaluation folder is an error naming it.
+    let (ok, text) = gantry(&[
+        "eval-sr",
+        "--dataset",
+        val_dir.to_str().unwrap(),
+        "--scale",
+        "2",
+    ]);
+    assert!(!ok && text.contains("broken.png"), "{text}");
+    std::fs::remove_file(val_dir.join("broken.png")).unwrap();
+
+    let json = dir.join("eval.json");
+    let (ok, text) = gantry(&[
+        "eval-sr",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--dataset",
+        val_dir.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("the model upscales x2"), "{text}");
+    assert!(text.contains("img0.png") && text.contains("mean"), "{text}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["scale"], 2);
+    assert_eq!(doc["images"].as_array().unwrap().len(), 2);
+    let bic = doc["mean"]["bicubic"]["psnr"].as_f64().unwrap();
+    let model = doc["mean"]["model"]["psnr"].as_f64().unwrap();
+    assert!(bic > 20.0 && model.is_finite(), "{doc}");
+
+    // Tiled and untiled upscaling write the same pixels (up to a rounding flip where the
+    // float results differ in the last bits).
+    let input = val_dir.join("img1.png");
+    let mut outs = Vec::new();
+    for tile in ["0", "7"] {
+        let out = dir.join(format!("sr{tile}.png"));
+        let (ok, text) = gantry(&[
+            "upscale",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--tile",
+            tile,
+        ]);
+        assert!(ok, "{text}");
+        outs.push(image::open(&out).unwrap().to_rgb8());
+    }
+    assert_eq!(outs[0].dimensions(), (68, 60));
+    let worst = outs[0]
+        .as_raw()
+        .iter()
+        .zip(outs[1].as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "tiled and untiled differ by {worst} levels");
+    let (ok, text) = gantry(&[
+        "upscale",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--input",
+        "missing.png",
+        "--out",
+        dir.join("x.png").to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("missing.png"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
