@@ -112,3 +112,37 @@ fn our_bicubic_downsampling_matches_matlabs_lr_files() {
     // farthest at 50.4 dB.
     assert!(worst > 50.0, "worst {worst:.2} dB");
 }
+
+/// The SRResNet committed in `models/` (trained with gantry on T91, see the README) beats
+/// bicubic on Set5 x4 by more than 1 dB Y-PSNR.
+#[test]
+fn the_committed_t91_srresnet_beats_bicubic_on_set5_by_a_decibel() {
+    let Some(dir) = sr_dir() else { return };
+    let model = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/srresnet-t91-x4.safetensors"
+    ));
+    let g = gantry_gan::srgan::train::load_generator(&model).unwrap();
+    let set = gantry_gan::sr::SrPairs::open(dir.join("Set5"), 4).unwrap();
+    assert!(set.lr_from_files);
+    let mut model_scores = Vec::new();
+    let mut bicubic_scores = Vec::new();
+    for p in &set.pairs {
+        let sr = g.upscale(&p.lr, 64).unwrap().quantized();
+        model_scores.push(sr_score(&sr, &p.hr, 4).unwrap());
+        let bic = imresize(&p.lr, 4.0, Quantize::PerPass).unwrap();
+        bicubic_scores.push(sr_score(&bic, &p.hr, 4).unwrap());
+    }
+    let (m, b) = (mean_score(&model_scores), mean_score(&bicubic_scores));
+    eprintln!(
+        "Set5 x4: model {:.3} dB / {:.4}, bicubic {:.3} dB / {:.4}",
+        m.psnr, m.ssim, b.psnr, b.ssim
+    );
+    assert!(
+        m.psnr > b.psnr + 1.0,
+        "model {:.3} dB vs bicubic {:.3} dB",
+        m.psnr,
+        b.psnr
+    );
+    assert!(m.ssim > b.ssim);
+}

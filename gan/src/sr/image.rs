@@ -84,6 +84,27 @@ impl Image {
         }
     }
 
+    /// One channel: the mean of the channels (how an RGB model's output for a grayscale input,
+    /// fed as three equal channels, comes back to gray).
+    pub fn to_gray(&self) -> Image {
+        let n = self.height * self.width;
+        let k = self.channels as f32;
+        let data = (0..n)
+            .map(|i| {
+                (0..self.channels)
+                    .map(|c| self.data[c * n + i])
+                    .sum::<f32>()
+                    / k
+            })
+            .collect();
+        Image {
+            channels: 1,
+            height: self.height,
+            width: self.width,
+            data,
+        }
+    }
+
     /// Rounded to integers and clamped to 0–255, as an 8-bit file would hold it.
     pub fn quantized(&self) -> Image {
         Image {
