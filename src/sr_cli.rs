@@ -254,16 +254,7 @@ pub fn upscale(a: UpscaleArgs) -> Result<()> {
     let input = if gray { img.to_rgb() } else { img };
     let t = std::time::Instant::now();
     let sr = with_threads(a.threads, || g.upscale(&input, a.tile))??;
-    let sr = if gray {
-        Image::new(
-            1,
-            sr.height,
-            sr.width,
-            sr.data[..sr.height * sr.width].to_vec(),
-        )?
-    } else {
-        sr
-    };
+    let sr = if gray { sr.to_gray() } else { sr };
     sr.save(&a.out)?;
     eprintln!(
         "{}x{} -> {}x{} (x{}) in {:.2} s: {}",
@@ -333,12 +324,7 @@ pub fn eval_sr(a: EvalSrArgs) -> Result<()> {
                             let lr = p.lr.to_rgb();
                             let mut sr = g.upscale(&lr, a.tile)?.quantized();
                             if p.hr.channels == 1 {
-                                sr = Image::new(
-                                    1,
-                                    sr.height,
-                                    sr.width,
-                                    sr.data[..sr.height * sr.width].to_vec(),
-                                )?;
+                                sr = sr.to_gray().quantized();
                             }
                             Some(sr_score(&sr, &p.hr, scale)?)
                         }
