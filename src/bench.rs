@@ -386,6 +386,37 @@ pub fn conv(
 
 /// Full DCGAN training steps (D step + G step, Adam included) on random data: the figure to
 /// compare with PyTorch's step time (`benches/pytorch_dcgan_step.py`). Returns the JSON object.
+/// Runs `step` twice to warm up, then `iters` (≥ 1) timed times; returns the times in ms,
+/// sorted. A step reads its losses back (which waits for the device), but the optimizer steps
+/// after that are queued: each timing waits for the device before reading the clock.
+fn time_steps(
+    iters: usize,
+    device: gantry::Device,
+    mut step: impl FnMut() -> gantry::Result<()>,
+) -> gantry::Result<Vec<f64>> {
+    let sync = || -> gantry::Result<()> {
+        if let gantry::Device::Cuda(i) = device {
+            gantry::kernels::cuda_rt::gpu(i)
+                .and_then(|g| g.synchronize())
+                .map_err(|e| gantry::Error::device("bench", e.0))?;
+        }
+        Ok(())
+    };
+    for _ in 0..2 {
+        step()?;
+    }
+    sync()?;
+    let mut ms = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t = std::time::Instant::now();
+        step()?;
+        sync()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
+}
+
 pub fn dcgan(
     batch: usize,
     image_size: usize,
@@ -406,16 +437,6 @@ pub fn dcgan(
         ..TrainConfig::default()
     };
     let mut net = Dcgan::new(&config)?;
-    // The step reads its losses back (which waits for the device), but the optimizer steps
-    // after that are queued: wait for them too before reading the clock.
-    let sync = || -> gantry::Result<()> {
-        if let Device::Cuda(i) = device {
-            gantry::kernels::cuda_rt::gpu(i)
-                .and_then(|g| g.synchronize())
-                .map_err(|e| gantry::Error::device("bench", e.0))?;
-        }
-        Ok(())
-    };
     let mut rng = Rng::new(0);
     let real = Tensor::rand(
         [batch, 3, image_size, image_size],
@@ -426,18 +447,7 @@ pub fn dcgan(
         &mut rng,
     )?
     .to_device(device)?;
-    for _ in 0..2 {
-        net.step(&real, &mut rng, 0.0)?;
-    }
-    sync()?;
-    let mut ms = Vec::with_capacity(iters);
-    for _ in 0..iters.max(1) {
-        let t = std::time::Instant::now();
-        net.step(&real, &mut rng, 0.0)?;
-        sync()?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(f64::total_cmp);
+    let ms = time_steps(iters, device, || net.step(&real, &mut rng, 0.0).map(drop))?;
     let median = ms[ms.len() / 2];
     Ok(serde_json::json!({
         "model": "dcgan",
@@ -477,14 +487,6 @@ pub fn srresnet(
         ..SrTrainConfig::default()
     };
     let mut net = Srgan::new(&config)?;
-    let sync = || -> gantry::Result<()> {
-        if let Device::Cuda(i) = device {
-            gantry::kernels::cuda_rt::gpu(i)
-                .and_then(|g| g.synchronize())
-                .map_err(|e| gantry::Error::device("bench", e.0))?;
-        }
-        Ok(())
-    };
     let mut rng = Rng::new(0);
     let l = crop / g.scale;
     let lr = Tensor::rand(
@@ -520,18 +522,7 @@ pub fn srresnet(
     rest += conv(w, 3, 9, side);
     // Backward: data and weight gradients (2× forward), except no data gradient for the input.
     let flop = 2.0 * first + 3.0 * rest;
-    for _ in 0..2 {
-        net.step(&lr, &hr)?;
-    }
-    sync()?;
-    let mut ms = Vec::with_capacity(iters);
-    for _ in 0..iters.max(1) {
-        let t = std::time::Instant::now();
-        net.step(&lr, &hr)?;
-        sync()?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(f64::total_cmp);
+    let ms = time_steps(iters, device, || net.step(&lr, &hr).map(drop))?;
     let median = ms[ms.len() / 2];
     let gflops = flop / (median / 1e3) / 1e9;
     let peak = if device == Device::Cpu {

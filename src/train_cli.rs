@@ -4,7 +4,8 @@ use clap::Args;
 use gantry::gan::data::{Dataset, Digits, ImageFolder, Mnist};
 use gantry::gan::dcgan::{infer_generator_config, DcganConfig, Generator};
 use gantry::gan::grid::{make_grid, save_png};
-use gantry::gan::train::{latest_checkpoint, read_state, train, Event, TrainConfig};
+use gantry::gan::run::generator_file;
+use gantry::gan::train::{read_state, train, Event, TrainConfig};
 use gantry::nn::checkpoint::{load_state_dict, load_tensors};
 use gantry::nn::npy::{read_npy, write_npy};
 use gantry::nn::{Mode, Module};
@@ -235,26 +236,6 @@ pub struct GenerateArgs {
     image_size: Option<usize>,
     #[arg(long)]
     channels: Option<usize>,
-}
-
-/// The generator weights file a `--checkpoint` argument names.
-fn generator_file(p: &Path) -> Result<PathBuf> {
-    if p.is_file() {
-        return Ok(p.to_path_buf());
-    }
-    if p.join("generator.safetensors").is_file() {
-        return Ok(p.join("generator.safetensors"));
-    }
-    if let Some(dir) = latest_checkpoint(p)? {
-        return Ok(dir.join("generator.safetensors"));
-    }
-    Err(Error::invalid(
-        "generate",
-        format!(
-            "{} is not a generator .safetensors, a checkpoint folder or a run folder",
-            p.display()
-        ),
-    ))
 }
 
 /// A generator file's architecture: from its run's `state.json` when it sits in a checkpoint

@@ -35,6 +35,27 @@ pub fn latest_checkpoint(run: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(run.join("checkpoint").join(name.trim())))
 }
 
+/// The generator weights a path names: a `.safetensors` file itself, a checkpoint folder's
+/// `generator.safetensors`, or that of a run folder's latest checkpoint.
+pub fn generator_file(p: &Path) -> Result<PathBuf> {
+    if p.is_file() {
+        return Ok(p.to_path_buf());
+    }
+    if p.join("generator.safetensors").is_file() {
+        return Ok(p.join("generator.safetensors"));
+    }
+    if let Some(dir) = latest_checkpoint(p)? {
+        return Ok(dir.join("generator.safetensors"));
+    }
+    Err(Error::invalid(
+        "checkpoint",
+        format!(
+            "{} is not a generator .safetensors, a checkpoint folder or a run folder",
+            p.display()
+        ),
+    ))
+}
+
 /// Reads a checkpoint folder's `state.json`.
 pub fn read_state(dir: &Path) -> Result<Value> {
     let path = dir.join("state.json");

@@ -15,6 +15,7 @@
 
 use super::{SrDiscriminator, SrDiscriminatorConfig, SrResNet, SrResNetConfig};
 use crate::metrics::{mean_score, sr_score, SrScore};
+pub use crate::run::generator_file;
 use crate::run::{non_finite, Run};
 use crate::sr::{imresize, Image, Quantize, SrData, SrLoader, SrPairs};
 use crate::vgg::PerceptualLoss;
@@ -159,26 +160,6 @@ impl SrTrainConfig {
             device: Device::Cpu,
         })
     }
-}
-
-/// The generator weights file a path names: a file, a checkpoint folder, or a run folder.
-pub fn generator_file(p: &Path) -> Result<PathBuf> {
-    if p.is_file() {
-        return Ok(p.to_path_buf());
-    }
-    if p.join("generator.safetensors").is_file() {
-        return Ok(p.join("generator.safetensors"));
-    }
-    if let Some(dir) = crate::run::latest_checkpoint(p)? {
-        return Ok(dir.join("generator.safetensors"));
-    }
-    Err(Error::invalid(
-        "checkpoint",
-        format!(
-            "{} is neither a generator .safetensors, a checkpoint folder nor a run folder",
-            p.display()
-        ),
-    ))
 }
 
 /// Loads an SRResNet from a `.safetensors`, checkpoint folder or run folder, its
