@@ -1,7 +1,7 @@
 //! `gantry train srgan`, `gantry upscale` and `gantry eval-sr`: argument handling around
 //! `gantry_gan::srgan`.
 
-use crate::train_cli::{parse_device, with_threads};
+use crate::train_cli::{parse_device, start_bar, with_threads};
 use clap::Args;
 use gantry::gan::metrics::{mean_score, sr_score, SrScore};
 use gantry::gan::sr::{imresize, Image, Quantize, SrData, SrPairs};
@@ -10,13 +10,13 @@ use gantry::gan::srgan::{SrDiscriminatorConfig, SrResNetConfig};
 use gantry::gan::vgg::Vgg19;
 use gantry::nn::ModuleExt;
 use gantry::{Error, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Args)]
 pub struct SrTrainArgs {
-    /// Training images: `folder:DIR` (PNG/JPEG/BMP directly in DIR), e.g.
+    /// Training images: `folder:DIR` (PNG/JPEG directly in DIR), e.g.
     /// `folder:../shared/data/sr/T91`.
     #[arg(long)]
     data: String,
@@ -168,18 +168,7 @@ pub fn train_srgan(a: SrTrainArgs) -> Result<()> {
                     start_step,
                     total_steps,
                 } => {
-                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                    bar.set_length(total_steps);
-                    bar.set_position(start_step);
-                    bar.set_style(
-                        ProgressStyle::with_template(
-                            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
-                        )
-                        .expect("valid template"),
-                    );
-                    if start_step > 0 {
-                        bar.println(format!("resuming at step {start_step}"));
-                    }
+                    start_bar(&bar, start_step, total_steps);
                 }
                 SrEvent::Note(n) => bar.println(n),
                 SrEvent::Step(s) => {

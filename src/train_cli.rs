@@ -122,6 +122,21 @@ pub fn with_threads<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Sen
     }
 }
 
+/// Shows a trainer's step bar on stderr, at `start_step` of `total_steps` (saying so when a
+/// run resumes).
+pub fn start_bar(bar: &ProgressBar, start_step: u64, total_steps: u64) {
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar.set_length(total_steps);
+    bar.set_position(start_step);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
+            .expect("valid template"),
+    );
+    if start_step > 0 {
+        bar.println(format!("resuming at step {start_step}"));
+    }
+}
+
 pub fn train_dcgan(a: TrainArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let out = a.out.clone().unwrap_or_else(|| {
@@ -159,19 +174,9 @@ pub fn train_dcgan(a: TrainArgs) -> Result<()> {
                 total_steps,
                 batches_per_epoch,
             } => {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                bar.set_length(total_steps);
-                bar.set_position(start_step);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
-                    )
-                    .expect("valid template"),
-                );
+                start_bar(&bar, start_step, total_steps);
                 if start_step > 0 {
-                    bar.println(format!(
-                        "resuming at step {start_step} ({batches_per_epoch} steps per epoch)"
-                    ));
+                    bar.println(format!("({batches_per_epoch} steps per epoch)"));
                 }
             }
             Event::Step(s) => {

@@ -18,7 +18,8 @@ pub struct ImageFolder {
     pub skipped: Vec<(PathBuf, String)>,
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether a path names a PNG or JPEG file (the formats the `image` build decodes).
+pub(crate) fn is_image(p: &Path) -> bool {
     matches!(
         p.extension()
             .and_then(|e| e.to_str())

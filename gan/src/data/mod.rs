@@ -15,6 +15,7 @@ mod folder;
 mod mnist;
 
 pub use digits::Digits;
+pub(crate) use folder::is_image;
 pub use folder::ImageFolder;
 pub use mnist::Mnist;
 

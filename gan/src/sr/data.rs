@@ -10,21 +10,12 @@
 //!   `LRbicx{scale}/` files when present (Set5, Set14), else made by [`imresize`].
 
 use super::{imresize, Image, Quantize};
+use crate::data::is_image;
 use gantry_core::{Device, Error, Result, Rng, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-fn is_image(p: &Path) -> bool {
-    matches!(
-        p.extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase())
-            .as_deref(),
-        Some("png" | "jpg" | "jpeg" | "bmp")
-    )
-}
 
 /// The image files directly in `dir` (not in sub-folders), sorted by name.
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -53,7 +44,7 @@ pub struct SrData {
 }
 
 impl SrData {
-    /// Every PNG/JPEG/BMP directly in `dir`, as RGB.
+    /// Every PNG/JPEG directly in `dir`, as RGB.
     pub fn open(dir: impl AsRef<Path>, crop: usize, scale: usize) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
@@ -289,7 +280,7 @@ impl SrPairs {
         if files.is_empty() {
             return Err(Error::invalid(
                 "sr eval set",
-                format!("no PNG/JPEG/BMP images in {}", dir.display()),
+                format!("no PNG/JPEG images in {}", dir.display()),
             ));
         }
         let lr_dir = dir.join(format!("LRbicx{scale}"));
