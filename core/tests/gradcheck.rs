@@ -309,6 +309,29 @@ proptest! {
         });
     }
 
+    /// Instance norm with every combination of weight and bias, with and without a smooth
+    /// activation (fused when there is no affine step, applied after it otherwise).
+    #[test]
+    fn instance_norm(n in 1usize..3, c in 1usize..4, h in 1usize..4, w in 2usize..4, affine in 0usize..4, act in 0usize..3, seed in any::<u64>()) {
+        let act = [None, Some(UnaryOp::Tanh), Some(UnaryOp::Sigmoid)][act];
+        let mut rng = Rng::new(seed);
+        let x = randn(&[n, c, h, w], &mut rng);
+        let (wt, b) = (rand(&[c], 0.5, 1.5, &mut rng), randn(&[c], &mut rng));
+        let (has_w, has_b) = (affine & 1 == 1, affine & 2 == 2);
+        check!([(x, true), (wt, has_w), (b, has_b)], |t| {
+            t[0].instance_norm_act(has_w.then_some(&t[1]), has_b.then_some(&t[2]), 1e-5, act)
+        });
+    }
+
+    /// Reflection padding of every side up to the largest the input allows.
+    #[test]
+    fn reflection_pad2d(n in 1usize..3, c in 1usize..3, h in 2usize..6, w in 2usize..6, pads in prop::collection::vec(0usize..5, 4), seed in any::<u64>()) {
+        let pad = [pads[0] % w, pads[1] % w, pads[2] % h, pads[3] % h];
+        let mut rng = Rng::new(seed);
+        let x = randn(&[n, c, h, w], &mut rng);
+        check!([(x, true)], move |t| t[0].reflection_pad2d(pad));
+    }
+
     #[test]
     fn batch_norm_eval(n in 1usize..4, c in 1usize..4, h in 1usize..4, seed in any::<u64>()) {
         let mut rng = Rng::new(seed);

@@ -104,3 +104,51 @@ fn half_precision_storage_converts() {
     let back = h.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
     assert_eq!(back[..2], [1.0, -2.5]);
 }
+
+/// Reflection padding against a naive index mirror, and its refusals.
+#[test]
+fn reflection_pad_mirrors_without_repeating_the_edge() {
+    let mirror = |p: isize, n: usize| -> usize {
+        let n = n as isize;
+        (if p < 0 {
+            -p
+        } else if p >= n {
+            2 * (n - 1) - p
+        } else {
+            p
+        }) as usize
+    };
+    let (n, c, h, w) = (2, 3, 4, 5);
+    let data: Vec<f32> = (0..n * c * h * w).map(|i| i as f32).collect();
+    let x = Tensor::from_vec(data.clone(), [n, c, h, w], Device::Cpu).unwrap();
+    for pad in [[1, 1, 1, 1], [3, 0, 2, 1], [0, 4, 0, 3], [2, 2, 0, 0]] {
+        let [l, r, t, b] = pad;
+        let y = x.reflection_pad2d(pad).unwrap();
+        let (oh, ow) = (h + t + b, w + l + r);
+        assert_eq!(y.dims(), [n, c, oh, ow]);
+        let got = y.to_vec::<f32>().unwrap();
+        for plane in 0..n * c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let (si, sj) = (
+                        mirror(i as isize - t as isize, h),
+                        mirror(j as isize - l as isize, w),
+                    );
+                    assert_eq!(
+                        got[(plane * oh + i) * ow + j],
+                        data[(plane * h + si) * w + sj],
+                        "pad {pad:?} at plane {plane} ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+    let e = x.reflection_pad2d([5, 0, 0, 0]).unwrap_err().to_string();
+    assert!(e.contains("reflection_pad2d") && e.contains("[2, 3, 4, 5]"), "{e}");
+    let e = Tensor::zeros([3, 4], DType::F32, Device::Cpu)
+        .unwrap()
+        .reflection_pad2d([1, 1, 1, 1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4-D"), "{e}");
+}

@@ -34,6 +34,10 @@ impl Tensor {
         ))
     }
 
+    /// Applies any [`UnaryOp`] (what a fused norm + activation does in two steps).
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        self.unary_op(op)
+    }
     pub fn neg(&self) -> Result<Tensor> {
         self.unary_op(UnaryOp::Neg)
     }

@@ -199,3 +199,90 @@ impl Tensor {
         ))
     }
 }
+
+impl Tensor {
+    /// Instance norm (`F.instance_norm` without running statistics): every `(sample, channel)`
+    /// plane of `[n, c, …]` is normalised by its own mean and biased variance, then scaled by
+    /// `weight` and shifted by `bias` (both `[c]`, optional), then `act` is applied.
+    ///
+    /// As in PyTorch, this *is* a training-mode batch norm of the input viewed as
+    /// `[1, n·c, …]`: each plane is one "channel". So it runs on the batch-norm kernels (CPU and
+    /// CUDA) and their backward, which differentiates through the per-plane statistics. The
+    /// affine step is a broadcast multiply-add after it, because the weights are per channel,
+    /// not per plane; without it the activation is fused into the norm.
+    pub fn instance_norm_act(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        act: Option<UnaryOp>,
+    ) -> Result<Tensor> {
+        let op = "instance_norm";
+        check_float(op, self)?;
+        let d = self.dims().to_vec();
+        if d.len() < 3 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input must be [n, c, …] with at least one spatial dimension, got {}",
+                    self.shape()
+                ),
+            ));
+        }
+        let (n, c) = (d[0], d[1]);
+        let inner: usize = d[2..].iter().product();
+        if inner <= 1 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "needs more than one spatial element per plane, got input {}",
+                    self.shape()
+                ),
+            ));
+        }
+        for (what, t) in [("weight", weight), ("bias", bias)] {
+            if let Some(t) = t {
+                if t.dims() != [c] {
+                    return Err(Error::shape(
+                        op,
+                        format!(
+                            "{what} must have shape [{c}] for input {}, got {}",
+                            self.shape(),
+                            t.shape()
+                        ),
+                    ));
+                }
+            }
+        }
+        let planes = self.reshape([1, n * c, inner])?;
+        let affine = weight.is_some() || bias.is_some();
+        let fused = if affine { None } else { act };
+        let (y, _) = planes.batch_norm_train_act(None, None, eps, fused)?;
+        let mut y = y.reshape(d.as_slice())?;
+        if affine {
+            // `[c]` → `[c, 1, …]`, which broadcasts over `[n, c, …]`.
+            let mut per_channel = vec![c];
+            per_channel.extend(std::iter::repeat_n(1, d.len() - 2));
+            if let Some(w) = weight {
+                y = y.mul(&w.reshape(per_channel.as_slice())?)?;
+            }
+            if let Some(b) = bias {
+                y = y.add(&b.reshape(per_channel.as_slice())?)?;
+            }
+            if let Some(act) = act {
+                y = y.unary(act)?;
+            }
+        }
+        Ok(y)
+    }
+
+    /// [`Tensor::instance_norm_act`] without an activation.
+    pub fn instance_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        self.instance_norm_act(weight, bias, eps, None)
+    }
+}

@@ -273,3 +273,52 @@ impl Tensor {
         ))
     }
 }
+
+impl Tensor {
+    /// `F.pad(x, (left, right, top, bottom), mode="reflect")` for `[n, c, h, w]`: the border
+    /// is mirrored without repeating the edge (`[a b c d]` padded by 2 on the left is
+    /// `[c b a b c d]`), so each pad must be smaller than its dimension.
+    ///
+    /// Built from `narrow` and `concat` (each reflected row or column is a one-wide slice of
+    /// the input), so the gradient — which folds each mirrored border back onto the rows and
+    /// columns it copied — and every device come from those two ops.
+    pub fn reflection_pad2d(&self, [left, right, top, bottom]: [usize; 4]) -> Result<Tensor> {
+        let op = "reflection_pad2d";
+        let &[_, _, h, w] = self.dims() else {
+            return Err(Error::shape(
+                op,
+                format!("input must be 4-D [n, c, h, w], got {}", self.shape()),
+            ));
+        };
+        if left >= w || right >= w || top >= h || bottom >= h {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "padding (left {left}, right {right}, top {top}, bottom {bottom}) must be \
+                     smaller than the input's width and height, got {}",
+                    self.shape()
+                ),
+            ));
+        }
+        let x = self.reflect_dim(3, left, right)?;
+        x.reflect_dim(2, top, bottom)
+    }
+
+    /// Mirrors `before` slices onto the start of dimension `dim` and `after` onto its end.
+    fn reflect_dim(&self, dim: usize, before: usize, after: usize) -> Result<Tensor> {
+        if before == 0 && after == 0 {
+            return Ok(self.clone());
+        }
+        let size = self.dims()[dim];
+        // Slices `before, …, 1`, then the input, then `size−2, …, size−1−after`.
+        let mut parts = Vec::with_capacity(before + after + 1);
+        for k in (1..=before).rev() {
+            parts.push(self.narrow(dim, k, 1)?);
+        }
+        parts.push(self.clone());
+        for k in 1..=after {
+            parts.push(self.narrow(dim, size - 1 - k, 1)?);
+        }
+        Tensor::concat(&parts.iter().collect::<Vec<_>>(), dim)
+    }
+}
