@@ -18,9 +18,9 @@
 use gantry::nn::checkpoint::{self, load_tensors, TensorFile};
 use gantry::nn::loss::{bce, bce_with_logits_smoothed, l1, mse, Reduction};
 use gantry::nn::{
-    Adam, AdamConfig, BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, LeakyReLU, Linear, Mode,
-    Module, ModuleExt, Optimizer, PReLU, PixelShuffle, ReLU, Residual, Sequential, Sgd, SgdConfig,
-    Sigmoid, Slot, Tanh, UpsampleNearest,
+    Adam, AdamConfig, BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, InstanceNorm2d, LeakyReLU,
+    Linear, Mode, Module, ModuleExt, Optimizer, PReLU, PixelShuffle, ReLU, ReflectionPad2d,
+    Residual, Sequential, Sgd, SgdConfig, Sigmoid, Slot, Tanh, UpsampleNearest,
 };
 use gantry::{Conv2dParams, ConvTranspose2dParams, Rng, Tensor};
 use std::collections::HashMap;
@@ -188,6 +188,23 @@ fn build_layer(c: &Case) -> Box<dyn Module> {
                     .add(BatchNorm2d::new(4).unwrap()),
             ))
         }
+        "InstanceNorm2d" => {
+            let norm = InstanceNorm2d::new(c.u("c")).unwrap();
+            Box::new(if c.flag("affine") {
+                norm.with_affine().unwrap()
+            } else {
+                norm
+            })
+        }
+        // PyTorch's `Sequential(InstanceNorm2d, ReLU)`: gantry fuses the two.
+        "InstanceNormReLU" => Box::new(
+            Sequential::new()
+                .add(InstanceNorm2d::new(c.u("c")).unwrap())
+                .add(ReLU),
+        ),
+        "ReflectionPad2d" => Box::new(ReflectionPad2d {
+            padding: [c.u("left"), c.u("right"), c.u("top"), c.u("bottom")],
+        }),
         other => panic!("no builder for layer {other}"),
     }
 }

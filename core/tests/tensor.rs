@@ -144,7 +144,10 @@ fn reflection_pad_mirrors_without_repeating_the_edge() {
         }
     }
     let e = x.reflection_pad2d([5, 0, 0, 0]).unwrap_err().to_string();
-    assert!(e.contains("reflection_pad2d") && e.contains("[2, 3, 4, 5]"), "{e}");
+    assert!(
+        e.contains("reflection_pad2d") && e.contains("[2, 3, 4, 5]"),
+        "{e}"
+    );
     let e = Tensor::zeros([3, 4], DType::F32, Device::Cpu)
         .unwrap()
         .reflection_pad2d([1, 1, 1, 1])

@@ -13,5 +13,5 @@ pub use activation::{
 pub use container::{Residual, Sequential};
 pub use conv::{Conv2d, ConvTranspose2d};
 pub use linear::Linear;
-pub use norm::BatchNorm2d;
-pub use pool::MaxPool2d;
+pub use norm::{BatchNorm2d, InstanceNorm2d};
+pub use pool::{MaxPool2d, ReflectionPad2d};

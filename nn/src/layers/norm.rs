@@ -160,3 +160,79 @@ impl BatchNorm2d {
         }
     }
 }
+
+/// Instance normalisation of `[n, c, h, w]`, as PyTorch's `nn.InstanceNorm2d` with its defaults
+/// (`affine=False`, `track_running_stats=False`): each image's each channel is normalised by
+/// its own mean and biased variance, in training and evaluation alike, so the layer has no
+/// state unless [`InstanceNorm2d::with_affine`] adds PyTorch's `weight` (1) and `bias` (0).
+///
+/// The style-transfer and CycleGAN generators use it where DCGAN uses batch norm: the
+/// statistics of one image do not leak into another's output.
+pub struct InstanceNorm2d {
+    channels: usize,
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    eps: f64,
+}
+
+impl InstanceNorm2d {
+    /// Without affine parameters, eps 1e-5 (PyTorch's defaults).
+    pub fn new(channels: usize) -> Result<Self> {
+        positive("InstanceNorm2d", "channels", channels)?;
+        Ok(InstanceNorm2d {
+            channels,
+            weight: None,
+            bias: None,
+            eps: 1e-5,
+        })
+    }
+    /// With a learnt per-channel `weight` and `bias` (`affine=True`).
+    pub fn with_affine(mut self) -> Result<Self> {
+        let c = [self.channels];
+        self.weight = Some(constant(&c, 1.0)?);
+        self.bias = Some(constant(&c, 0.0)?);
+        Ok(self)
+    }
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    pub fn weight(&self) -> Option<&Tensor> {
+        self.weight.as_ref()
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    fn forward_act(&self, x: &Tensor, act: Option<UnaryOp>) -> Result<Tensor> {
+        if x.rank() != 4 || x.dims()[1] != self.channels {
+            return Err(Error::shape(
+                "InstanceNorm2d",
+                format!(
+                    "expected a 4-d input [n, {}, h, w], got {}",
+                    self.channels,
+                    x.shape()
+                ),
+            ));
+        }
+        x.instance_norm_act(self.weight.as_ref(), self.bias.as_ref(), self.eps, act)
+    }
+}
+
+impl Module for InstanceNorm2d {
+    fn kind(&self) -> &'static str {
+        "InstanceNorm2d"
+    }
+    fn forward(&self, x: &Tensor, _: Mode) -> Result<Tensor> {
+        self.forward_act(x, None)
+    }
+    fn forward_then(&self, x: &Tensor, _: Mode, act: UnaryOp) -> Result<Option<Tensor>> {
+        self.forward_act(x, Some(act)).map(Some)
+    }
+    fn slots(&self) -> Vec<Slot<'_>> {
+        let mut s = Vec::new();
+        s.extend(self.weight.as_ref().map(|t| Slot::param("weight", t)));
+        s.extend(self.bias.as_ref().map(|t| Slot::param("bias", t)));
+        s
+    }
+}

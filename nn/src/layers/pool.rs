@@ -50,3 +50,30 @@ impl Module for MaxPool2d {
             .max(3, false)
     }
 }
+
+/// Mirror padding, as PyTorch's `nn.ReflectionPad2d`: `[a b c d]` padded by 2 on the left is
+/// `[c b a b c d]`. CycleGAN pads with it before its 7x7 and residual 3x3 convolutions so
+/// that the borders of a translated image carry no zero-padding artefacts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReflectionPad2d {
+    /// `(left, right, top, bottom)`, PyTorch's order.
+    pub padding: [usize; 4],
+}
+
+impl ReflectionPad2d {
+    /// The same padding on every side.
+    pub fn new(padding: usize) -> Self {
+        ReflectionPad2d {
+            padding: [padding; 4],
+        }
+    }
+}
+
+impl Module for ReflectionPad2d {
+    fn kind(&self) -> &'static str {
+        "ReflectionPad2d"
+    }
+    fn forward(&self, x: &Tensor, _: Mode) -> Result<Tensor> {
+        x.reflection_pad2d(self.padding)
+    }
+}
