@@ -1,6 +1,7 @@
 //! The `gantry` command-line tool.
 
 mod bench;
+mod cycle_cli;
 mod sr_cli;
 mod train_cli;
 
@@ -48,6 +49,8 @@ enum Command {
     Upscale(sr_cli::UpscaleArgs),
     /// PSNR/SSIM (Y channel, the SR papers' protocol) of bicubic and a model on an image set.
     EvalSr(sr_cli::EvalSrArgs),
+    /// Translate an image with a trained CycleGAN generator (A→B or B→A).
+    Translate(cycle_cli::TranslateArgs),
     /// Time kernels against a baseline measured in the same run (see `src/bench.rs`).
     Bench {
         /// What to time.
@@ -115,6 +118,8 @@ enum TrainWhat {
     Dcgan(train_cli::TrainArgs),
     /// SRResNet / SRGAN 4x super-resolution (Ledig et al. 2017) on a folder of HR images.
     Srgan(sr_cli::SrTrainArgs),
+    /// CycleGAN (Zhu et al. 2017): unpaired translation between two image folders.
+    Cyclegan(cycle_cli::CycleTrainArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -146,6 +151,10 @@ fn main() -> ExitCode {
         Command::Train {
             what: TrainWhat::Srgan(args),
         } => sr_cli::train_srgan(args),
+        Command::Train {
+            what: TrainWhat::Cyclegan(args),
+        } => cycle_cli::train_cyclegan(args),
+        Command::Translate(args) => cycle_cli::translate(args),
         Command::Upscale(args) => sr_cli::upscale(args),
         Command::EvalSr(args) => sr_cli::eval_sr(args),
         Command::Generate(args) => train_cli::generate(args),

@@ -2,6 +2,7 @@
 //!
 //! GAN models, data sets, trainers and sample grids, built on `gantry-nn`.
 
+pub mod cyclegan;
 pub mod data;
 pub mod dcgan;
 pub mod eval;

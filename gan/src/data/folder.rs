@@ -3,6 +3,7 @@
 use super::{to_unit, Dataset};
 use gantry_core::{Error, Result};
 use image::imageops::FilterType;
+use image::DynamicImage;
 use std::path::{Path, PathBuf};
 
 /// Every PNG/JPEG under a folder, resized (shorter side to `size`, Lanczos) and centre-cropped
@@ -29,6 +30,42 @@ pub(crate) fn is_image(p: &Path) -> bool {
     )
 }
 
+/// `img` with its shorter side resized to `size` (Lanczos) and centre-cropped to a square.
+pub fn square(img: &DynamicImage, size: usize) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    if (w, h) == (size as u32, size as u32) {
+        return img.clone();
+    }
+    let scale = size as f64 / w.min(h) as f64;
+    let (nw, nh) = (
+        ((w as f64 * scale).round() as u32).max(size as u32),
+        ((h as f64 * scale).round() as u32).max(size as u32),
+    );
+    let img = img.resize_exact(nw, nh, FilterType::Lanczos3);
+    let (x0, y0) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
+    img.crop_imm(x0, y0, size as u32, size as u32)
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: the whole name must match
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
         context: format!("listing {}", dir.display()),
@@ -47,6 +84,17 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 impl ImageFolder {
     pub fn open(root: impl AsRef<Path>, size: usize, channels: usize) -> Result<Self> {
+        Self::open_matching(root, None, size, channels)
+    }
+
+    /// [`ImageFolder::open`], keeping only files whose name matches `pattern` (`*` for any
+    /// run of characters, e.g. `london_neutral_*`).
+    pub fn open_matching(
+        root: impl AsRef<Path>,
+        pattern: Option<&str>,
+        size: usize,
+        channels: usize,
+    ) -> Result<Self> {
         let root = root.as_ref();
         if size == 0 || !(channels == 1 || channels == 3) {
             return Err(Error::invalid(
@@ -62,6 +110,13 @@ impl ImageFolder {
         }
         let mut files = Vec::new();
         walk(root, &mut files)?;
+        if let Some(pattern) = pattern {
+            files.retain(|f| {
+                f.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| glob_match(pattern, n))
+            });
+        }
         files.sort();
         let mut pixels = Vec::new();
         let mut skipped = Vec::new();
@@ -69,15 +124,7 @@ impl ImageFolder {
         for f in &files {
             match image::open(f) {
                 Ok(img) => {
-                    let (w, h) = (img.width(), img.height());
-                    let scale = size as f64 / w.min(h) as f64;
-                    let (nw, nh) = (
-                        ((w as f64 * scale).round() as u32).max(size as u32),
-                        ((h as f64 * scale).round() as u32).max(size as u32),
-                    );
-                    let img = img.resize_exact(nw, nh, FilterType::Lanczos3);
-                    let (x0, y0) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
-                    let img = img.crop_imm(x0, y0, size as u32, size as u32);
+                    let img = square(&img, size);
                     // Planar (CHW) bytes.
                     if channels == 3 {
                         let rgb = img.to_rgb8();
@@ -96,8 +143,9 @@ impl ImageFolder {
             return Err(Error::invalid(
                 "image folder",
                 format!(
-                    "no readable PNG/JPEG images in {} ({} files found, {} unreadable)",
+                    "no readable PNG/JPEG images in {}{} ({} files found, {} unreadable)",
                     root.display(),
+                    pattern.map_or(String::new(), |p| format!(" matching {p:?}")),
                     files.len(),
                     skipped.len()
                 ),
@@ -108,7 +156,10 @@ impl ImageFolder {
             count,
             size,
             channels,
-            root: root.to_path_buf(),
+            root: match pattern {
+                Some(p) => root.join(p),
+                None => root.to_path_buf(),
+            },
             skipped,
         })
     }

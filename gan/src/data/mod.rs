@@ -16,7 +16,7 @@ mod mnist;
 
 pub use digits::Digits;
 pub(crate) use folder::is_image;
-pub use folder::ImageFolder;
+pub use folder::{square, ImageFolder};
 pub use mnist::Mnist;
 
 use gantry_core::{Device, Error, Result, Rng, Tensor};
@@ -41,6 +41,65 @@ pub trait Dataset: Send + Sync {
     }
     /// A short description for logs (`"digits (60000 generated, 32x32, 1 channel)"`).
     fn describe(&self) -> String;
+}
+
+/// Some images of another data set, by index: a held-out split.
+pub struct Subset {
+    inner: Arc<dyn Dataset>,
+    indices: Vec<usize>,
+    what: &'static str,
+}
+
+/// Splits off the last `k` images (in the data set's order) as a held-out set; returns
+/// `(the rest, the last k)`. Both must be non-empty.
+pub fn split_last(data: Arc<dyn Dataset>, k: usize) -> Result<(Subset, Subset)> {
+    let n = data.len();
+    if k == 0 || k >= n {
+        return Err(Error::invalid(
+            "split",
+            format!(
+                "cannot hold out {k} of the {n} images of {} (need 0 < k < {n})",
+                data.describe()
+            ),
+        ));
+    }
+    let train = Subset {
+        inner: data.clone(),
+        indices: (0..n - k).collect(),
+        what: "training",
+    };
+    let held = Subset {
+        inner: data,
+        indices: (n - k..n).collect(),
+        what: "held out",
+    };
+    Ok((train, held))
+}
+
+impl Dataset for Subset {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+    fn channels(&self) -> usize {
+        self.inner.channels()
+    }
+    fn image_size(&self) -> usize {
+        self.inner.image_size()
+    }
+    fn load(&self, i: usize, out: &mut [f32]) -> Result<()> {
+        self.inner.load(self.indices[i], out)
+    }
+    fn label(&self, i: usize) -> Option<usize> {
+        self.inner.label(self.indices[i])
+    }
+    fn describe(&self) -> String {
+        format!(
+            "{} {} of {}",
+            self.indices.len(),
+            self.what,
+            self.inner.describe()
+        )
+    }
 }
 
 /// The order an epoch visits the data in: a permutation drawn from `(seed, epoch)` alone, so a
