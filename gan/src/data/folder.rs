@@ -212,3 +212,24 @@ impl Dataset for ImageFolder {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn patterns_match_runs_of_any_characters() {
+        assert!(glob_match("london_neutral_*", "london_neutral_001.png"));
+        assert!(!glob_match("london_neutral_*", "london_smiling_001.png"));
+        assert!(glob_match("*_001.png", "london_smiling_001.png"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(
+            !glob_match("ab*ba", "aba"),
+            "prefix and suffix may not overlap"
+        );
+        assert!(glob_match("exact.png", "exact.png"));
+        assert!(!glob_match("exact.png", "exact.png.bak"));
+        assert!(glob_match("*", ""));
+    }
+}
