@@ -3,6 +3,7 @@
 mod bench;
 mod cycle_cli;
 mod sr_cli;
+mod style_cli;
 mod train_cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -51,6 +52,8 @@ enum Command {
     EvalSr(sr_cli::EvalSrArgs),
     /// Translate an image with a trained CycleGAN generator (A→B or B→A).
     Translate(cycle_cli::TranslateArgs),
+    /// Neural style transfer (Gatys et al.): optimise an image against VGG-19 features.
+    Stylize(style_cli::StylizeArgs),
     /// Time kernels against a baseline measured in the same run (see `src/bench.rs`).
     Bench {
         /// What to time.
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
             what: TrainWhat::Cyclegan(args),
         } => cycle_cli::train_cyclegan(args),
         Command::Translate(args) => cycle_cli::translate(args),
+        Command::Stylize(args) => style_cli::stylize(args),
         Command::Upscale(args) => sr_cli::upscale(args),
         Command::EvalSr(args) => sr_cli::eval_sr(args),
         Command::Generate(args) => train_cli::generate(args),

@@ -260,3 +260,119 @@ fn train_srgan_then_eval_sr_and_upscale() {
     assert!(!ok && text.contains("missing.png"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `stylize` says where VGG weights come from when none is given, and runs end to end on a
+/// random VGG-19 file of the real names and shapes, writing intermediate images.
+#[test]
+fn stylize_explains_the_missing_vgg_then_runs_on_a_random_one() {
+    let dir = tempdir("stylize");
+    sr_folder(&dir, 2, 40, 48);
+    let (content, style) = (dir.join("img0.png"), dir.join("img1.png"));
+    let out = dir.join("out.png");
+    let base = [
+        "stylize",
+        "--content",
+        content.to_str().unwrap(),
+        "--style",
+        style.to_str().unwrap(),
+        "--size",
+        "32",
+        "--steps",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let (ok, text) = gantry(&base);
+    assert!(!ok);
+    assert!(
+        text.contains("--vgg") && text.contains("torchvision"),
+        "{text}"
+    );
+    let vgg = dir.join("vgg19.safetensors");
+    gantry::gan::vgg::Vgg19::write_random(&vgg, 3).unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--vgg", vgg.to_str().unwrap(), "--save-every", "2"]);
+    let (ok, text) = gantry(&args);
+    assert!(ok, "{text}");
+    assert!(text.contains("losses from step 1"), "{text}");
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 27));
+    assert!(dir.join("out_step_0002.png").exists() && dir.join("out_step_0004.png").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `train cyclegan` on two folders (one selected by a name pattern), then `translate` both
+/// ways from the run folder.
+#[test]
+fn train_cyclegan_then_translate() {
+    let dir = tempdir("cyclegan");
+    sr_folder(&dir, 6, 40, 40);
+    let run = dir.join("run");
+    let (a, b) = (
+        format!("folder:{}/img*", dir.display()),
+        format!("folder:{}", dir.display()),
+    );
+    let (ok, text) = gantry(&[
+        "train",
+        "cyclegan",
+        "--domain-a",
+        &a,
+        "--domain-b",
+        &b,
+        "--holdout",
+        "2",
+        "--image-size",
+        "32",
+        "--ngf",
+        "4",
+        "--ndf",
+        "4",
+        "--blocks",
+        "1",
+        "--steps",
+        "3",
+        "--sample-every",
+        "3",
+        "--checkpoint-every",
+        "3",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("4 training of image folder"), "{text}");
+    assert!(run.join("samples/step_000003.png").exists());
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
+    for dir_arg in ["a2b", "b2a"] {
+        let out = dir.join(format!("{dir_arg}.png"));
+        let (ok, text) = gantry(&[
+            "translate",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--direction",
+            dir_arg,
+            "--input",
+            dir.join("img0.png").to_str().unwrap(),
+            "--size",
+            "32",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+        let img = image::open(&out).unwrap();
+        assert_eq!((img.width(), img.height()), (32, 32));
+    }
+    let (ok, text) = gantry(&[
+        "translate",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--direction",
+        "sideways",
+        "--input",
+        "x.png",
+        "--out",
+        "y.png",
+    ]);
+    assert!(!ok && text.contains("a2b or b2a"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod run;
 pub mod sr;
 pub mod srgan;
+pub mod style;
 pub mod train;
 pub mod vgg;
 

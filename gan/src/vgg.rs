@@ -177,7 +177,7 @@ impl Vgg19 {
     }
 
     /// The outputs of the given `features` layers (each ≤ `last`), in the order asked, for
-    /// images in `[-1, 1]`.
+    /// images in `[-1, 1]`. The gradient flows to the images only, never to the weights.
     pub fn features_at(&self, x: &Tensor, layers: &[usize]) -> Result<Vec<Tensor>> {
         if let Some(&bad) = layers.iter().find(|&&l| l > self.last) {
             return Err(Error::invalid(
@@ -199,7 +199,19 @@ impl Vgg19 {
         let mut h = self.normalize(x)?;
         for i in 0..=self.last {
             let layer = self.features.get(i).expect("built up to last");
-            h = layer.forward(&h, Mode::Eval)?;
+            h = if layer.kind() == "Conv2d" {
+                // The network is a fixed feature extractor: its weights enter as constants,
+                // so a backward pass computes the gradient for the input only and skips the
+                // weight gradients, the costlier half of each convolution's backward.
+                let p = layer.named_parameters();
+                h.conv2d(
+                    &p[0].1.detach(),
+                    Some(&p[1].1.detach()),
+                    Conv2dParams::new(1, 1),
+                )?
+            } else {
+                layer.forward(&h, Mode::Eval)?
+            };
             for (slot, _) in out.iter_mut().zip(layers).filter(|(_, &l)| l == i) {
                 *slot = Some(h.clone());
             }

@@ -121,6 +121,10 @@ fn perceptual_loss_on_a_random_vgg_file_of_the_real_shapes() {
     let grads = l.backward().unwrap();
     let g = grads.get(&output).unwrap().to_vec::<f32>().unwrap();
     assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|&v| v != 0.0));
+    // The VGG is a fixed extractor: no gradient is computed for its weights.
+    for (name, w) in loss.vgg.named_parameters() {
+        assert!(grads.get(&w).is_none(), "a gradient for {name}");
+    }
     // Moving the output a small step against the gradient lowers the loss.
     let step = grads
         .get(&output)
