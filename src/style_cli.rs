@@ -127,7 +127,7 @@ pub fn stylize(a: StylizeArgs) -> Result<()> {
             first.get_or_insert(*l);
             bar.set_position(step as u64);
             bar.set_message(format!(
-                "total {:.4} content {:.4} style {:.3e} tv {:.4}",
+                "total {:.4} content {:.3e} style {:.3e} tv {:.4}",
                 l.total, l.content, l.style, l.tv
             ));
             if let Some(every) = a.save_every {
@@ -143,7 +143,7 @@ pub fn stylize(a: StylizeArgs) -> Result<()> {
     save(&image, &a.out)?;
     if let Some(f) = first {
         eprintln!(
-            "losses from step 1 to the end: total {:.4} -> {:.4}, content {:.4} -> {:.4}, \
+            "losses from step 1 to the end: total {:.4} -> {:.4}, content {:.4e} -> {:.4e}, \
              style {:.4e} -> {:.4e}, tv {:.4} -> {:.4}",
             f.total,
             last_losses.total,

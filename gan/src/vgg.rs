@@ -68,7 +68,10 @@ pub struct Vgg19 {
 }
 
 impl Vgg19 {
-    /// Layers `0..=last` with PyTorch's default init (what a "random VGG" is).
+    /// Layers `0..=last`, randomly initialised as torchvision's `vgg19()` without weights is
+    /// (what a "random VGG" is): conv weights from `N(0, 2 / (9·c_out))` (Kaiming, fan-out,
+    /// ReLU gain), biases 0. That init keeps the activations' scale through all 16 layers, so
+    /// even random deep features respond to the input.
     pub fn new(last: usize, rng: &mut Rng) -> Result<Self> {
         if last > 36 {
             return Err(Error::invalid(
@@ -83,8 +86,20 @@ impl Vgg19 {
             if c == 0 {
                 features = features.add(MaxPool2d::new(2));
             } else {
-                features =
-                    features.add(Conv2d::new(c_in, c, 3, Conv2dParams::new(1, 1), true, rng)?);
+                let conv = Conv2d::new(c_in, c, 3, Conv2dParams::new(1, 1), true, rng)?;
+                let std = (2.0 / (9 * c) as f64).sqrt();
+                let w = conv.weight();
+                w.set(&Tensor::randn(
+                    w.shape(),
+                    0.0,
+                    std,
+                    w.dtype(),
+                    w.device(),
+                    rng,
+                )?)?;
+                let b = conv.bias().expect("built with a bias");
+                b.set(&b.zeros_like()?)?;
+                features = features.add(conv);
                 c_in = c;
                 if features.len() > last {
                     break;
