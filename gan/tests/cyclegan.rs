@@ -301,7 +301,8 @@ fn a_few_steps_are_finite_and_all_four_losses_fall() {
         let n = r.len() as f64;
         stats[r].iter().map(f).sum::<f64>() / n
     };
-    let losses: [(&str, fn(&CycleStepStats) -> f64); 4] = [
+    type Term = fn(&CycleStepStats) -> f64;
+    let losses: [(&str, Term); 4] = [
         ("adversarial", CycleStepStats::adversarial),
         ("cycle", CycleStepStats::cycle),
         ("identity", CycleStepStats::identity),

@@ -250,7 +250,11 @@ impl ResnetGenerator {
     /// two stride-2 convolutions and their transposes give back the input size only then).
     pub fn translate(&self, x: &Tensor) -> Result<Tensor> {
         let d = x.dims();
-        if d.len() != 4 || d[1] != self.config.channels_in || d[2] % 4 != 0 || d[3] % 4 != 0 {
+        if d.len() != 4
+            || d[1] != self.config.channels_in
+            || !d[2].is_multiple_of(4)
+            || !d[3].is_multiple_of(4)
+        {
             return Err(Error::shape(
                 "ResnetGenerator",
                 format!(

@@ -146,7 +146,7 @@ impl CycleGanConfig {
 
     fn check(&self) -> Result<()> {
         let s = self.image_size;
-        if s == 0 || s % 4 != 0 || self.discriminator.patch_grid(s).is_none() {
+        if s == 0 || !s.is_multiple_of(4) || self.discriminator.patch_grid(s).is_none() {
             return Err(Error::invalid(
                 "train cyclegan",
                 format!(
