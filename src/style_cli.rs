@@ -70,7 +70,7 @@ fn step_path(out: &Path, step: usize) -> PathBuf {
 
 pub fn stylize(a: StylizeArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
-    let mut config = StyleConfig {
+    let config = StyleConfig {
         content_weight: a.content_weight,
         style_weight: a.style_weight,
         tv_weight: a.tv_weight,
@@ -89,7 +89,6 @@ pub fn stylize(a: StylizeArgs) -> Result<()> {
         seed: a.seed,
         ..Default::default()
     };
-    config.steps = a.steps;
     let last = config.deepest_layer();
     let mut vgg = match a.vgg.as_deref() {
         None => return Err(Error::invalid("stylize", NO_VGG)),

@@ -616,12 +616,10 @@ pub fn train(
             return Err(Error::invalid(
                 "train cyclegan",
                 format!(
-                    "domain {name} ({}) does not give {} images of {}x{} with {} channels",
+                    "domain {name} ({}) must give {s}x{s} images with {c} channels",
                     d.describe(),
-                    "any",
-                    want.1,
-                    want.1,
-                    want.0
+                    s = want.1,
+                    c = want.0
                 ),
             ));
         }
