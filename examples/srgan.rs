@@ -5,6 +5,9 @@
 //! prints the Y-PSNR of the model and of bicubic on Set5 (or on a generated picture). The CLI
 //! (`gantry train srgan`) runs the same loop with a run folder, validation, sample strips,
 //! checkpoints, resume and phase 2; this example spells phase 1 out.
+//!
+//! On the 2-core machine it runs in 2 min 20 s and ends at 27.31 dB on Set5 against bicubic's
+//! 28.42: 300 steps are a walk-through, not a model (the committed one took 3000 steps).
 
 use gantry::gan::metrics::{mean_score, sr_score};
 use gantry::gan::sr::{imresize, Image, Quantize, SrData, SrPairs};
