@@ -38,14 +38,21 @@ pub fn latest_checkpoint(run: &Path) -> Result<Option<PathBuf>> {
 /// The generator weights a path names: a `.safetensors` file itself, a checkpoint folder's
 /// `generator.safetensors`, or that of a run folder's latest checkpoint.
 pub fn generator_file(p: &Path) -> Result<PathBuf> {
+    weights_file(p, "generator.safetensors")
+}
+
+/// The weights file `name` a path names: a `.safetensors` file itself, a checkpoint folder's
+/// `name`, or that of a run folder's latest checkpoint (trainers with several generators, such
+/// as CycleGAN's, name the one wanted).
+pub fn weights_file(p: &Path, name: &str) -> Result<PathBuf> {
     if p.is_file() {
         return Ok(p.to_path_buf());
     }
-    if p.join("generator.safetensors").is_file() {
-        return Ok(p.join("generator.safetensors"));
+    if p.join(name).is_file() {
+        return Ok(p.join(name));
     }
     if let Some(dir) = latest_checkpoint(p)? {
-        return Ok(dir.join("generator.safetensors"));
+        return Ok(dir.join(name));
     }
     Err(Error::invalid(
         "checkpoint",

@@ -29,7 +29,7 @@
 use super::{PatchDiscriminator, PatchDiscriminatorConfig, ResnetGenerator, ResnetGeneratorConfig};
 use crate::data::Dataset;
 use crate::grid::{make_grid, save_png};
-use crate::run::{latest_checkpoint, non_finite, Run};
+use crate::run::{non_finite, weights_file, Run};
 use gantry_core::{no_grad, Device, Error, Result, Rng, Tensor};
 use gantry_nn::checkpoint::{self, load_tensors, save_tensors};
 use gantry_nn::loss::{l1, mse, Reduction};
@@ -494,21 +494,7 @@ impl Direction {
 /// Loads a generator from a `.safetensors` file, a checkpoint folder or a run folder (its
 /// latest checkpoint), its configuration read from the tensors.
 pub fn load_translator(p: &Path, direction: Direction) -> Result<ResnetGenerator> {
-    let file = if p.is_file() {
-        p.to_path_buf()
-    } else if p.join(direction.file_name()).is_file() {
-        p.join(direction.file_name())
-    } else if let Some(dir) = latest_checkpoint(p)? {
-        dir.join(direction.file_name())
-    } else {
-        return Err(Error::invalid(
-            "translate",
-            format!(
-                "{} is not a generator .safetensors, a CycleGAN checkpoint folder or run folder",
-                p.display()
-            ),
-        ));
-    };
+    let file = weights_file(p, direction.file_name())?;
     let tensors = load_tensors(&file)?;
     let config = ResnetGenerator::infer_config(&tensors.tensors)
         .map_err(|e| Error::invalid("translate", format!("{}: {e}", file.display())))?;
