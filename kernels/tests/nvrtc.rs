@@ -63,8 +63,30 @@ fn a_broken_source_is_reported_with_the_compiler_log() {
 fn defined_kernels(code: &str) -> Vec<String> {
     code.split("__global__ void ")
         .skip(1)
-        .map(|rest| rest[..rest.find('(').unwrap()].trim().to_string())
+        .map(|rest| {
+            // Skip a `__launch_bounds__(…)` between `void` and the name.
+            let rest = match rest.strip_prefix("__launch_bounds__(") {
+                Some(r) => &r[r.find(')').unwrap() + 1..],
+                None => rest,
+            };
+            rest[..rest.find('(').unwrap()].trim().to_string()
+        })
         .collect()
+}
+
+#[test]
+fn the_tensor_core_kernels_the_rust_side_names_are_in_the_cubin() {
+    // They are stamped out by a macro (`TC_KERNELS`), so their names are not in the text.
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let c = compile(&gantry_kernels::conv::cuda::TC_SOURCE, (9, 0)).unwrap();
+    for name in gantry_kernels::conv::cuda::tc::KERNELS.iter().flatten() {
+        assert!(
+            c.cubin.windows(name.len()).any(|w| w == name.as_bytes()),
+            "{name} not in conv_tc's CUBIN"
+        );
+    }
 }
 
 #[test]
@@ -83,11 +105,13 @@ fn every_launched_kernel_is_defined_in_its_source() {
     let root = env!("CARGO_MANIFEST_DIR");
     for op in ops {
         let rs = std::fs::read_to_string(format!("{root}/src/{op}/cuda.rs")).unwrap();
-        let src = SOURCES
+        // An op's ladder may span several sources (conv, conv_tiled, conv_tc).
+        let defined: Vec<String> = SOURCES
             .iter()
-            .find(|s| s.name == op)
-            .unwrap_or_else(|| panic!("{op} not in SOURCES"));
-        let defined = defined_kernels(src.code);
+            .filter(|s| s.name == op || s.name.starts_with(&format!("{op}_")))
+            .flat_map(|s| defined_kernels(s.code))
+            .collect();
+        assert!(!defined.is_empty(), "{op} not in SOURCES");
         let mut launched = 0;
         for call in rs.split("cuda_launch!(").skip(1) {
             let name = call.split('"').nth(1).unwrap();
@@ -129,5 +153,9 @@ fn structs_passed_by_value_have_the_sizes_the_sources_assert() {
     assert_eq!(
         std::mem::size_of::<gantry_kernels::optim::cuda::AdamSegment>(),
         64
+    );
+    assert_eq!(
+        std::mem::size_of::<gantry_kernels::conv::cuda::TcGeom>(),
+        104
     );
 }

@@ -2,13 +2,7 @@
 // memory: each thread computes one output value from global memory (the caches do what they
 // can). NCHW tensors, weight [c_out][c_in][kh][kw], as on the CPU.
 
-// The geometry, laid out as kernels::conv::cuda::ConvGeom.
-struct ConvGeom {
-    u32 n, c_in, h, w, c_out, kh, kw;
-    u32 sh, sw, ph, pw, dh, dw;
-    u32 h_out, w_out;
-};
-static_assert(sizeof(ConvGeom) == 60, "ConvGeom must match conv::cuda::ConvGeom");
+// ConvGeom comes from geom.cuh.
 
 // y[b][co][oh][ow] = bias[co] + Σ_{ci,i,j} x[b][ci][oh·s − p + i·d][ow·s − p + j·d] · w[co][ci][i][j]
 // One thread per output value; taps that fall in the padding are skipped.

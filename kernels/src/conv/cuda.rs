@@ -10,7 +10,28 @@ pub const SOURCE: Source = Source {
     name: "conv",
     code: concat!(
         include_str!("../cuda_rt/common.cuh"),
+        include_str!("geom.cuh"),
         include_str!("conv.cu")
+    ),
+};
+
+/// The tiled FP32 implicit-GEMM rung ([`tiled`]).
+pub const TILED_SOURCE: Source = Source {
+    name: "conv_tiled",
+    code: concat!(
+        include_str!("../cuda_rt/common.cuh"),
+        include_str!("geom.cuh"),
+        include_str!("conv_tiled.cu")
+    ),
+};
+
+/// The tensor-core rungs ([`tc`]); sm_80 and newer.
+pub const TC_SOURCE: Source = Source {
+    name: "conv_tc",
+    code: concat!(
+        include_str!("../cuda_rt/common.cuh"),
+        include_str!("geom.cuh"),
+        include_str!("conv_tc.cu")
     ),
 };
 
@@ -162,4 +183,577 @@ pub fn conv2d_backward_weight(
         )?;
     }
     Ok(dw)
+}
+
+/// The rungs of the CUDA convolution ladder, each selectable so they can be checked and
+/// benchmarked against one another (and against cuDNN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CudaConv {
+    /// `conv.cu`: one thread per output value (one warp per weight in backward-weight).
+    Direct,
+    /// `conv_tiled.cu`: shared-memory tiled implicit GEMM in FP32.
+    Tiled,
+    /// `conv_tc.cu`: tensor-core implicit GEMM on packed NHWC operands (sm_80 and newer).
+    TensorCore(TcType),
+}
+
+/// What the tensor cores multiply: the inputs are rounded to this type when they are packed;
+/// products are accumulated in f32 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TcType {
+    /// bfloat16: f32's range, 8 bits of mantissa.
+    Bf16,
+    /// IEEE half: 11 bits of mantissa, but a range of ±65504 (training needs loss scaling).
+    F16,
+    /// TensorFloat-32: f32's range, 11 bits of mantissa; inputs stay f32 in memory.
+    Tf32,
+}
+
+impl TcType {
+    /// Bytes per packed value.
+    fn size(self) -> usize {
+        match self {
+            TcType::Tf32 => 4,
+            TcType::Bf16 | TcType::F16 => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            TcType::Bf16 => "bf16",
+            TcType::F16 => "f16",
+            TcType::Tf32 => "tf32",
+        }
+    }
+}
+
+impl CudaConv {
+    pub const ALL: [CudaConv; 5] = [
+        CudaConv::Direct,
+        CudaConv::Tiled,
+        CudaConv::TensorCore(TcType::Tf32),
+        CudaConv::TensorCore(TcType::Bf16),
+        CudaConv::TensorCore(TcType::F16),
+    ];
+
+    /// The rung's name on the command line and in benchmark rows.
+    pub fn name(self) -> &'static str {
+        match self {
+            CudaConv::Direct => "direct",
+            CudaConv::Tiled => "tiled",
+            CudaConv::TensorCore(TcType::Bf16) => "tc-bf16",
+            CudaConv::TensorCore(TcType::F16) => "tc-f16",
+            CudaConv::TensorCore(TcType::Tf32) => "tc-tf32",
+        }
+    }
+
+    /// The rung named `name` (see [`CudaConv::name`]).
+    pub fn from_name(name: &str) -> Option<CudaConv> {
+        CudaConv::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// Whether `gpu` can run this rung (the tensor-core rungs need compute capability 8.0).
+    pub fn supported(self, gpu: &Gpu) -> bool {
+        !matches!(self, CudaConv::TensorCore(_)) || gpu.arch() >= (8, 0)
+    }
+
+    fn check(self, gpu: &Gpu, op: &str) -> Result<()> {
+        if self.supported(gpu) {
+            Ok(())
+        } else {
+            Err(CudaError(format!(
+                "{op}: the {} rung needs compute capability 8.0 or newer; {gpu:?} has {}.{}",
+                self.name(),
+                gpu.arch().0,
+                gpu.arch().1
+            )))
+        }
+    }
+
+    /// `y = conv(x, w) + bias` on this rung.
+    pub fn forward(
+        self,
+        gpu: &Gpu,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        self.check(gpu, "conv2d")?;
+        match self {
+            CudaConv::Direct => conv2d_forward(gpu, x, w, bias, g),
+            CudaConv::Tiled => tiled::forward(gpu, x, w, bias, g),
+            CudaConv::TensorCore(t) => tc::forward(gpu, t, x, w, bias, g),
+        }
+    }
+
+    /// The gradient with respect to the input on this rung.
+    pub fn backward_data(
+        self,
+        gpu: &Gpu,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        self.check(gpu, "conv2d_backward_data")?;
+        match self {
+            CudaConv::Direct => conv2d_backward_data(gpu, dy, w, g),
+            CudaConv::Tiled => tiled::backward_data(gpu, dy, w, g),
+            CudaConv::TensorCore(t) => tc::backward_data(gpu, t, dy, w, g),
+        }
+    }
+
+    /// The gradient with respect to the weight on this rung.
+    pub fn backward_weight(
+        self,
+        gpu: &Gpu,
+        x: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        self.check(gpu, "conv2d_backward_weight")?;
+        match self {
+            CudaConv::Direct => conv2d_backward_weight(gpu, x, dy, g),
+            CudaConv::Tiled => tiled::backward_weight(gpu, x, dy, g),
+            CudaConv::TensorCore(t) => tc::backward_weight(gpu, t, x, dy, g),
+        }
+    }
+}
+
+/// The number of blocks that keeps every SM of a large GPU busy for about two waves (132 SMs
+/// on an H100): the split-K of backward-weight aims for it.
+const TARGET_BLOCKS: usize = 264;
+
+/// How many pieces to cut a K of `k_tiles` tiles into so that `mn_blocks` × pieces reaches
+/// [`TARGET_BLOCKS`]: returns (tiles per piece, pieces).
+fn split_k(k_tiles: usize, mn_blocks: usize) -> (usize, usize) {
+    let want = (TARGET_BLOCKS / mn_blocks.max(1)).clamp(1, k_tiles.max(1));
+    let per = k_tiles.max(1).div_ceil(want);
+    (per, k_tiles.max(1).div_ceil(per))
+}
+
+fn grid_dim(op: &str, v: usize, limit: usize) -> Result<u32> {
+    if v == 0 || v > limit {
+        return Err(CudaError(format!(
+            "{op}: {v} blocks along one grid axis (limit {limit})"
+        )));
+    }
+    Ok(v as u32)
+}
+
+/// The tiled FP32 rung (`conv_tiled.cu`).
+pub mod tiled {
+    use super::*;
+
+    const TILE: usize = 64;
+    const TK: usize = 16;
+
+    fn cfg(op: &str, n: usize, m: usize, z: usize) -> Result<cudarc::driver::LaunchConfig> {
+        Ok(cudarc::driver::LaunchConfig {
+            grid_dim: (
+                grid_dim(op, n.div_ceil(TILE), i32::MAX as usize)?,
+                grid_dim(op, m.div_ceil(TILE), 65_535)?,
+                grid_dim(op, z, 65_535)?,
+            ),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        })
+    }
+
+    pub fn forward(
+        gpu: &Gpu,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let cg = ConvGeom::new(g)?;
+        let mut y = gpu.alloc_f32(g.output_len_total())?;
+        if g.output_len_total() > 0 {
+            let c = cfg("conv2d", g.n * g.h_out * g.w_out, g.c_out, 1)?;
+            let b = ptr_or_null(gpu, bias);
+            let hb = i32::from(bias.is_some());
+            cuda_launch!(
+                gpu,
+                TILED_SOURCE,
+                "conv_tiled_forward",
+                c,
+                [&cg, x, w, &b, &hb, &mut y]
+            )?;
+        }
+        Ok(y)
+    }
+
+    pub fn backward_data(
+        gpu: &Gpu,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let cg = ConvGeom::new(g)?;
+        let mut dx = gpu.alloc_f32(g.input_len())?;
+        if g.input_len() > 0 {
+            let c = cfg("conv2d_backward_data", g.n * g.h * g.w, g.c_in, 1)?;
+            cuda_launch!(
+                gpu,
+                TILED_SOURCE,
+                "conv_tiled_backward_data",
+                c,
+                [&cg, dy, w, &mut dx]
+            )?;
+        }
+        Ok(dx)
+    }
+
+    pub fn backward_weight(
+        gpu: &Gpu,
+        x: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let cg = ConvGeom::new(g)?;
+        let len = g.weight_len();
+        if len == 0 {
+            return gpu.alloc_f32(0);
+        }
+        let k = g.n * g.h_out * g.w_out;
+        let (cols, rows) = (g.c_in * g.kh * g.kw, g.c_out);
+        let (per, splits) = split_k(k.div_ceil(TK), cols.div_ceil(TILE) * rows.div_ceil(TILE));
+        let mut partial = gpu.alloc_f32(splits * len)?;
+        let c = cfg("conv2d_backward_weight", cols, rows, splits)?;
+        let k_per = (per * TK) as u64;
+        cuda_launch!(
+            gpu,
+            TILED_SOURCE,
+            "conv_tiled_backward_weight",
+            c,
+            [&cg, x, dy, &k_per, &mut partial]
+        )?;
+        let mut dw = gpu.alloc_f32(len)?;
+        cuda_launch!(
+            gpu,
+            TILED_SOURCE,
+            "conv_tiled_sum",
+            grid_1d(len),
+            [&partial, &(splits as u64), &(len as u64), &mut dw]
+        )?;
+        gpu.recycle(partial);
+        Ok(dw)
+    }
+}
+
+/// [`Conv2dGeom`] plus the packed GEMM, as `conv_tc.cu`'s `struct TcGeom`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcGeom {
+    pub g: ConvGeom,
+    /// `c_in` and `c_out` rounded up to a multiple of 8 (the packed channel counts).
+    pub cp: u32,
+    pub cop: u32,
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub tiles_per_split: u64,
+}
+
+// SAFETY: a `repr(C)` struct of integers laid out as `struct TcGeom` in `conv_tc.cu` (whose
+// static_assert and kernels/tests/nvrtc.rs check the size).
+unsafe impl DeviceRepr for TcGeom {}
+
+/// The tensor-core rungs (`conv_tc.cu`).
+pub mod tc {
+    use super::*;
+    use cudarc::driver::sys::CUfunction_attribute_enum;
+    use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+    /// Dynamic shared memory of the main loop: 3 stages × 2 operands × 128 rows × 80 bytes.
+    pub const SMEM_BYTES: u32 = 61_440;
+    const TILE: usize = 128;
+    /// K values per 64-byte tile row.
+    fn tile_k(t: TcType) -> usize {
+        64 / t.size()
+    }
+
+    fn round8(c: usize) -> usize {
+        c.div_ceil(8) * 8
+    }
+
+    /// The main-loop kernels, per type (bf16, f16, tf32) and pass (forward, backward-data,
+    /// backward-weight).
+    pub const KERNELS: [[&str; 3]; 3] = [
+        [
+            "tc_forward_bf16",
+            "tc_backward_data_bf16",
+            "tc_backward_weight_bf16",
+        ],
+        [
+            "tc_forward_f16",
+            "tc_backward_data_f16",
+            "tc_backward_weight_f16",
+        ],
+        [
+            "tc_forward_tf32",
+            "tc_backward_data_tf32",
+            "tc_backward_weight_tf32",
+        ],
+    ];
+
+    fn kernel(t: TcType, pass: usize) -> &'static str {
+        KERNELS[t as usize][pass]
+    }
+
+    /// A packed copy of `src`: `dst[(b·P + p)·cp + c] = src[b·sb + p·sp + c·sc]` for `c < C`,
+    /// zero for `C ≤ c < cp`, in type `t`. 16-bit packs live in pooled `f32` buffers of half
+    /// the length (the kernels only see a pointer), so they are recycled like any other.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack(
+        gpu: &Gpu,
+        t: TcType,
+        src: &CudaSlice<f32>,
+        [b, p, c, cp]: [usize; 4],
+        [sb, sp, sc]: [usize; 3],
+    ) -> Result<CudaSlice<f32>> {
+        let len = b * p * cp;
+        let mut dst = gpu.alloc_f32((len * t.size()).div_ceil(4))?;
+        if len > 0 {
+            let args = [b, p, c, cp, sb, sp, sc].map(|v| v as u64);
+            let f = gpu.function(
+                &TC_SOURCE,
+                match t {
+                    TcType::Bf16 => "tc_pack_bf16",
+                    TcType::F16 => "tc_pack_f16",
+                    TcType::Tf32 => "tc_pack_tf32",
+                },
+            )?;
+            let mut l = gpu.stream().launch_builder(&f);
+            l.arg(src).arg(&mut dst);
+            for a in &args {
+                l.arg(a);
+            }
+            // SAFETY: tc_pack_*(const float*, T*, u64 B, P, C, cp, sb, sp, sc); `dst` holds
+            // b·p·cp values of T and the strides address inside `src` (the callers derive
+            // them from the tensor's own shape).
+            launched("tc_pack", unsafe { l.launch(grid_1d(len)) })?;
+        }
+        Ok(dst)
+    }
+
+    /// Kernel `pass` (0 forward, 1 backward-data, 2 backward-weight) of type `t`, allowed its
+    /// dynamic shared memory, and the launch configuration for `grid`.
+    fn main_kernel(
+        gpu: &Gpu,
+        t: TcType,
+        pass: usize,
+        grid: (u32, u32, u32),
+    ) -> Result<(cudarc::driver::CudaFunction, &'static str, LaunchConfig)> {
+        let name = kernel(t, pass);
+        let f = gpu.function(&TC_SOURCE, name)?;
+        // Above 48 KiB of dynamic shared memory a kernel must opt in.
+        crate::cuda_rt::driver(
+            "setting the shared-memory size of a tensor-core kernel",
+            f.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                SMEM_BYTES as i32,
+            ),
+        )?;
+        let cfg = LaunchConfig {
+            grid_dim: grid,
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: SMEM_BYTES,
+        };
+        Ok((f, name, cfg))
+    }
+
+    fn launched<T>(
+        name: &str,
+        r: std::result::Result<T, cudarc::driver::DriverError>,
+    ) -> Result<()> {
+        crate::cuda_rt::driver(&format!("launching {name}"), r).map(|_| ())
+    }
+
+    fn grid(op: &str, m: usize, n: usize, z: usize) -> Result<(u32, u32, u32)> {
+        Ok((
+            grid_dim(op, m.div_ceil(TILE), i32::MAX as usize)?,
+            grid_dim(op, n.div_ceil(TILE), 65_535)?,
+            grid_dim(op, z, 65_535)?,
+        ))
+    }
+
+    /// `x` NCHW → NHWC with `cp` channels.
+    fn pack_input(
+        gpu: &Gpu,
+        t: TcType,
+        x: &CudaSlice<f32>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let hw = g.h * g.w;
+        pack(
+            gpu,
+            t,
+            x,
+            [g.n, hw, g.c_in, round8(g.c_in)],
+            [g.c_in * hw, 1, hw],
+        )
+    }
+
+    /// `dy` NCHW → NHWC with `cop` channels.
+    fn pack_output(
+        gpu: &Gpu,
+        t: TcType,
+        dy: &CudaSlice<f32>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let hw = g.h_out * g.w_out;
+        pack(
+            gpu,
+            t,
+            dy,
+            [g.n, hw, g.c_out, round8(g.c_out)],
+            [g.c_out * hw, 1, hw],
+        )
+    }
+
+    pub fn forward(
+        gpu: &Gpu,
+        t: TcType,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let cg = ConvGeom::new(g)?;
+        let mut y = gpu.alloc_f32(g.output_len_total())?;
+        if g.output_len_total() == 0 {
+            return Ok(y);
+        }
+        let (taps, cp) = (g.kh * g.kw, round8(g.c_in));
+        let xp = pack_input(gpu, t, x, g)?;
+        let wp = pack(
+            gpu,
+            t,
+            w,
+            [g.c_out, taps, g.c_in, cp],
+            [g.c_in * taps, 1, taps],
+        )?;
+        let m = g.n * g.h_out * g.w_out;
+        let tg = TcGeom {
+            g: cg,
+            cp: cp as u32,
+            cop: round8(g.c_out) as u32,
+            m: m as u64,
+            n: g.c_out as u64,
+            k: (taps * cp) as u64,
+            tiles_per_split: (taps * cp).div_ceil(tile_k(t)) as u64,
+        };
+        let b = ptr_or_null(gpu, bias);
+        let (f, name, cfg) = main_kernel(gpu, t, 0, grid("conv2d", m, g.c_out, 1)?)?;
+        let mut l = gpu.stream().launch_builder(&f);
+        l.arg(&tg).arg(&xp).arg(&wp).arg(&b).arg(&mut y);
+        // SAFETY: tc_forward_*(TcGeom, const T* x, const T* w, const float* bias, float* y):
+        // the packs hold what `tg` describes, `b` is null or c_out values, `y` the output.
+        launched(name, unsafe { l.launch(cfg) })?;
+        gpu.recycle(xp);
+        gpu.recycle(wp);
+        Ok(y)
+    }
+
+    pub fn backward_data(
+        gpu: &Gpu,
+        t: TcType,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let cg = ConvGeom::new(g)?;
+        let mut dx = gpu.alloc_f32(g.input_len())?;
+        if g.input_len() == 0 {
+            return Ok(dx);
+        }
+        if g.output_len_total() == 0 || g.weight_len() == 0 {
+            return gpu.zeros_f32(g.input_len());
+        }
+        let (taps, cop) = (g.kh * g.kw, round8(g.c_out));
+        let dyp = pack_output(gpu, t, dy, g)?;
+        // w[co][ci][i][j] → [ci][i][j][co]
+        let wp = pack(
+            gpu,
+            t,
+            w,
+            [g.c_in, taps, g.c_out, cop],
+            [taps, 1, g.c_in * taps],
+        )?;
+        let m = g.n * g.h * g.w;
+        let tg = TcGeom {
+            g: cg,
+            cp: round8(g.c_in) as u32,
+            cop: cop as u32,
+            m: m as u64,
+            n: g.c_in as u64,
+            k: (taps * cop) as u64,
+            tiles_per_split: (taps * cop).div_ceil(tile_k(t)) as u64,
+        };
+        let (f, name, cfg) = main_kernel(gpu, t, 1, grid("conv2d_backward_data", m, g.c_in, 1)?)?;
+        let mut l = gpu.stream().launch_builder(&f);
+        l.arg(&tg).arg(&dyp).arg(&wp).arg(&mut dx);
+        // SAFETY: tc_backward_data_*(TcGeom, const T* dy, const T* w, float* dx), buffers as
+        // `tg` describes.
+        launched(name, unsafe { l.launch(cfg) })?;
+        gpu.recycle(dyp);
+        gpu.recycle(wp);
+        Ok(dx)
+    }
+
+    pub fn backward_weight(
+        gpu: &Gpu,
+        t: TcType,
+        x: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let cg = ConvGeom::new(g)?;
+        let len = g.weight_len();
+        if len == 0 {
+            return gpu.alloc_f32(0);
+        }
+        let k = g.n * g.h_out * g.w_out;
+        if k == 0 {
+            return gpu.zeros_f32(len);
+        }
+        let (taps, cp) = (g.kh * g.kw, round8(g.c_in));
+        let cols = taps * cp;
+        let (per, splits) = split_k(
+            k.div_ceil(tile_k(t)),
+            cols.div_ceil(TILE) * g.c_out.div_ceil(TILE),
+        );
+        let xp = pack_input(gpu, t, x, g)?;
+        let dyp = pack_output(gpu, t, dy, g)?;
+        let tg = TcGeom {
+            g: cg,
+            cp: cp as u32,
+            cop: round8(g.c_out) as u32,
+            m: g.c_out as u64,
+            n: cols as u64,
+            k: k as u64,
+            tiles_per_split: per as u64,
+        };
+        let mut partial = gpu.alloc_f32(splits * g.c_out * cols)?;
+        let op = "conv2d_backward_weight";
+        let (f, name, cfg) = main_kernel(gpu, t, 2, grid(op, g.c_out, cols, splits)?)?;
+        let mut l = gpu.stream().launch_builder(&f);
+        l.arg(&tg).arg(&xp).arg(&dyp).arg(&mut partial);
+        // SAFETY: tc_backward_weight_*(TcGeom, const T* x, const T* dy, float* partial);
+        // `partial` holds splits · c_out · cols values, one slice per grid z.
+        launched(name, unsafe { l.launch(cfg) })?;
+        let mut dw = gpu.alloc_f32(len)?;
+        cuda_launch!(
+            gpu,
+            TC_SOURCE,
+            "tc_weight_sum",
+            grid_1d(len),
+            [&cg, &(cp as u32), &(splits as u64), &partial, &mut dw]
+        )?;
+        for b in [xp, dyp, partial] {
+            gpu.recycle(b);
+        }
+        Ok(dw)
+    }
 }

@@ -80,6 +80,8 @@ pub const SOURCES: &[Source] = &[
     crate::copy::cuda::SOURCE,
     crate::gemm::cuda::SOURCE,
     crate::conv::cuda::SOURCE,
+    crate::conv::cuda::TILED_SOURCE,
+    crate::conv::cuda::TC_SOURCE,
     crate::batch_norm::cuda::SOURCE,
     crate::resample::cuda::SOURCE,
     crate::loss::cuda::SOURCE,
