@@ -25,11 +25,14 @@ pub struct CaseReport {
     /// Shapes of the inputs, for the table.
     pub shapes: String,
     pub max_error: f64,
+    /// The largest error allowed: [`TOLERANCE`], or the conv ladder's own for the
+    /// tensor-core rungs (see `kernels::conv::cuda_check`).
+    pub tolerance: f64,
 }
 
 impl CaseReport {
     pub fn passed(&self) -> bool {
-        self.max_error <= TOLERANCE
+        self.max_error <= self.tolerance
     }
 }
 
@@ -476,6 +479,7 @@ fn optimizer_cases(device: Device, rng: &mut Rng) -> Result<Vec<CaseReport>> {
             op: which.to_string(),
             shapes: "[7, 5], [3, 11]".into(),
             max_error: worst,
+            tolerance: TOLERANCE,
         });
     }
     Ok(reports)
@@ -499,9 +503,23 @@ pub fn run(device: Device, seed: u64) -> Result<Vec<CaseReport>> {
             op: case.op,
             shapes,
             max_error,
+            tolerance: TOLERANCE,
         });
     }
     reports.extend(optimizer_cases(device, &mut rng)?);
+    // Every rung of the CUDA conv ladder, kernel by kernel, against the reference.
+    if let Device::Cuda(i) = device {
+        let gpu =
+            crate::kernels::cuda_rt::gpu(i).map_err(|e| crate::Error::device("check", e.0))?;
+        let ladder = crate::kernels::conv::cuda_check::check_ladder(&gpu, seed)
+            .map_err(|e| crate::Error::device("check", e.0))?;
+        reports.extend(ladder.into_iter().map(|r| CaseReport {
+            op: format!("conv ladder {} {}", r.rung, r.pass),
+            shapes: r.geom,
+            max_error: r.max_error,
+            tolerance: r.tolerance,
+        }));
+    }
     Ok(reports)
 }
 

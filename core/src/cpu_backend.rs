@@ -190,8 +190,9 @@ pub fn scatter(
 pub fn matmul(a: &CpuStorage, b: &CpuStorage, geom: &GemmGeom) -> Result<CpuStorage> {
     // f32 takes the SIMD GEMM; f64 (gradient checks) the reference.
     if let (CpuStorage::F32(a), CpuStorage::F32(b)) = (a, b) {
+        let p = crate::precision();
         let mut c = zeros::<f32>(geom.batch * geom.m * geom.n);
-        gantry_kernels::gemm::cpu::matmul(a, b, &mut c, geom);
+        gantry_kernels::gemm::cpu::matmul(&p.round_slice(a), &p.round_slice(b), &mut c, geom);
         return Ok(CpuStorage::F32(c));
     }
     with_float!("matmul", a.dtype(), T => {
@@ -210,8 +211,15 @@ pub fn conv2d(
 ) -> Result<CpuStorage> {
     if let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) {
         let bias = bias.map(|b| view::<f32>("conv2d", b)).transpose()?;
+        let p = crate::precision();
         let mut y = zeros::<f32>(geom.output_len_total());
-        gantry_kernels::conv::cpu::conv2d_forward(x, w, bias, &mut y, geom);
+        gantry_kernels::conv::cpu::conv2d_forward(
+            &p.round_slice(x),
+            &p.round_slice(w),
+            bias,
+            &mut y,
+            geom,
+        );
         return Ok(CpuStorage::F32(y));
     }
     with_float!("conv2d", x.dtype(), T => {
@@ -229,8 +237,14 @@ pub fn conv2d_backward_data(
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
     if let (CpuStorage::F32(dy), CpuStorage::F32(w)) = (dy, w) {
+        let p = crate::precision();
         let mut dx = zeros::<f32>(geom.input_len());
-        gantry_kernels::conv::cpu::conv2d_backward_data(dy, w, &mut dx, geom);
+        gantry_kernels::conv::cpu::conv2d_backward_data(
+            &p.round_slice(dy),
+            &p.round_slice(w),
+            &mut dx,
+            geom,
+        );
         return Ok(CpuStorage::F32(dx));
     }
     let op = "conv2d_backward_data";
@@ -248,8 +262,14 @@ pub fn conv2d_backward_weight(
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
     if let (CpuStorage::F32(x), CpuStorage::F32(dy)) = (x, dy) {
+        let p = crate::precision();
         let mut dw = zeros::<f32>(geom.weight_len());
-        gantry_kernels::conv::cpu::conv2d_backward_weight(x, dy, &mut dw, geom);
+        gantry_kernels::conv::cpu::conv2d_backward_weight(
+            &p.round_slice(x),
+            &p.round_slice(dy),
+            &mut dw,
+            geom,
+        );
         return Ok(CpuStorage::F32(dw));
     }
     let op = "conv2d_backward_weight";

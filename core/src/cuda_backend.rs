@@ -346,7 +346,13 @@ pub fn matmul(a: &CudaStorage, b: &CudaStorage, geom: &GemmGeom) -> Result<CudaS
     wrap(
         g,
         "matmul",
-        gantry_kernels::gemm::cuda::matmul(g, a.f("matmul")?, b.f("matmul")?, geom),
+        match crate::precision().tensor_core() {
+            // Mixed precision: the tensor-core conv kernel, as a 1x1 convolution.
+            Some(t) if g.arch() >= (8, 0) => {
+                conv::tc::matmul(g, t, a.f("matmul")?, b.f("matmul")?, geom)
+            }
+            _ => gantry_kernels::gemm::cuda::matmul(g, a.f("matmul")?, b.f("matmul")?, geom),
+        },
         len,
     )
 }
@@ -366,7 +372,7 @@ pub fn conv2d(
     wrap(
         g,
         op,
-        conv::conv2d_forward(g, x.f(op)?, w.f(op)?, bias, geom),
+        crate::precision::cuda_conv().forward(g, x.f(op)?, w.f(op)?, bias, geom),
         geom.output_len_total(),
     )
 }
@@ -381,7 +387,7 @@ pub fn conv2d_backward_data(
     wrap(
         g,
         op,
-        conv::conv2d_backward_data(g, dy.f(op)?, w.f(op)?, geom),
+        crate::precision::cuda_conv().backward_data(g, dy.f(op)?, w.f(op)?, geom),
         geom.input_len(),
     )
 }
@@ -396,7 +402,7 @@ pub fn conv2d_backward_weight(
     wrap(
         g,
         op,
-        conv::conv2d_backward_weight(g, x.f(op)?, dy.f(op)?, geom),
+        crate::precision::cuda_conv().backward_weight(g, x.f(op)?, dy.f(op)?, geom),
         geom.weight_len(),
     )
 }

@@ -217,6 +217,18 @@ impl TcType {
             TcType::Bf16 | TcType::F16 => 2,
         }
     }
+    /// `v` rounded to this type as the packs round it (to nearest, ties to even; tf32 ties
+    /// away from zero, as `cvt.rna.tf32.f32` does), back in an f32.
+    pub fn round(self, v: f32) -> f32 {
+        match self {
+            TcType::Bf16 => half::bf16::from_f32(v).to_f32(),
+            TcType::F16 => half::f16::from_f32(v).to_f32(),
+            TcType::Tf32 if !v.is_finite() => v,
+            // Keep 10 of the 23 mantissa bits: add half of the lowest kept bit, then cut.
+            TcType::Tf32 => f32::from_bits(v.to_bits().wrapping_add(0x1000) & 0xffff_e000),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TcType::Bf16 => "bf16",
@@ -755,5 +767,67 @@ pub mod tc {
             gpu.recycle(b);
         }
         Ok(dw)
+    }
+
+    /// `C[b] = op(A[b]) · op(B[b])` on the tensor cores: each batch entry is a 1x1 convolution
+    /// of `m` one-pixel images with `k` channels by `n` filters, whose packed weight is
+    /// `op(B)ᵀ` (`[n][k]`, K-contiguous, as the forward kernel reads it).
+    pub fn matmul(
+        gpu: &Gpu,
+        t: TcType,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        geom: &crate::gemm::GemmGeom,
+    ) -> Result<CudaSlice<f32>> {
+        let (batch, m, k, n) = (geom.batch, geom.m, geom.k, geom.n);
+        if batch * m * n == 0 || k == 0 {
+            return gpu.zeros_f32(batch * m * n);
+        }
+        let kp = round8(k);
+        // op(A)[bi][i][p] → [bi][i][p]; op(B)[bi][p][j] → [bi][j][p].
+        let (sa_i, sa_p) = if geom.trans_a { (1, m) } else { (k, 1) };
+        let (sb_j, sb_p) = if geom.trans_b { (k, 1) } else { (1, n) };
+        let ap = pack(gpu, t, a, [batch, m, k, kp], [m * k, sa_i, sa_p])?;
+        let bp = pack(gpu, t, b, [batch, n, k, kp], [k * n, sb_j, sb_p])?;
+        let mut c = gpu.alloc_f32(batch * m * n)?;
+        let g = Conv2dGeom {
+            n: m,
+            c_in: k,
+            h: 1,
+            w: 1,
+            c_out: n,
+            kh: 1,
+            kw: 1,
+            stride: [1, 1],
+            pad: [0, 0],
+            dilation: [1, 1],
+            h_out: 1,
+            w_out: 1,
+        };
+        let tg = TcGeom {
+            g: ConvGeom::new(&g)?,
+            cp: kp as u32,
+            cop: round8(n) as u32,
+            m: m as u64,
+            n: n as u64,
+            k: kp as u64,
+            tiles_per_split: kp.div_ceil(tile_k(t)) as u64,
+        };
+        // Packed values per f32 word: the views below step in f32 units.
+        let per_word = 4 / t.size();
+        let (f, name, cfg) = main_kernel(gpu, t, 0, grid("matmul", m, n, 1)?)?;
+        for bi in 0..batch {
+            let av = ap.slice(bi * m * kp / per_word..);
+            let bv = bp.slice(bi * n * kp / per_word..);
+            let mut cv = c.slice_mut(bi * m * n..(bi + 1) * m * n);
+            let mut l = gpu.stream().launch_builder(&f);
+            l.arg(&tg).arg(&av).arg(&bv).arg(&0u64).arg(&mut cv);
+            // SAFETY: tc_forward_*(TcGeom, x, w, bias = null, y) on one batch entry: `av`
+            // holds m·kp packed values, `bv` n·kp, `cv` m·n.
+            launched(name, unsafe { l.launch(cfg) })?;
+        }
+        gpu.recycle(ap);
+        gpu.recycle(bp);
+        Ok(c)
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod cuda_check;
 pub mod im2col;
 pub mod reference;
 #[cfg(test)]
