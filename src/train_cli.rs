@@ -64,6 +64,11 @@ pub struct TrainArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// What convolutions multiply in: f32, or mixed precision with tf32, bf16 or f16 inputs
+    /// (f32 accumulation and master weights; f16 adds dynamic loss scaling). On CUDA this
+    /// picks the tensor-core kernels; on the CPU the inputs are rounded the same way.
+    #[arg(long, default_value = "f32")]
+    precision: String,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -163,6 +168,7 @@ pub fn train_dcgan(a: TrainArgs) -> Result<()> {
         samples: 64,
         label_smoothing: a.label_smoothing,
         device,
+        precision: a.precision.parse()?,
     };
     eprintln!("data: {}", data.describe());
     eprintln!("run folder: {}", out.display());

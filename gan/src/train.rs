@@ -28,10 +28,12 @@ use crate::data::{Dataset, Loader};
 use crate::dcgan::{dcgan_pair, DcganConfig, Discriminator, Generator};
 use crate::grid::save_grid;
 use crate::run::{non_finite, rng_from_json, rng_to_json, Run};
-use gantry_core::{no_grad, DType, Device, Error, Result, Rng, Tensor};
+use gantry_core::{
+    no_grad, with_precision, DType, Device, Error, GradStore, Precision, Result, Rng, Tensor,
+};
 use gantry_nn::checkpoint;
 use gantry_nn::loss::{bce_with_logits_smoothed, Reduction};
-use gantry_nn::{Adam, AdamConfig, Mode, Module, Optimizer};
+use gantry_nn::{Adam, AdamConfig, LossScaler, Mode, Module, Optimizer};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,6 +61,9 @@ pub struct TrainConfig {
     pub label_smoothing: f64,
     /// Where the networks train. Not part of a checkpoint: a run may resume on another device.
     pub device: Device,
+    /// What convolutions multiply in (see `gantry_core::precision`): f32, or tf32/bf16/f16
+    /// inputs with f32 accumulation and f32 master weights. f16 turns on dynamic loss scaling.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -75,6 +80,7 @@ impl Default for TrainConfig {
             samples: 64,
             label_smoothing: 0.0,
             device: Device::Cpu,
+            precision: Precision::F32,
         }
     }
 }
@@ -88,6 +94,7 @@ impl TrainConfig {
             "beta2": self.betas.1, "steps": self.steps, "seed": self.seed,
             "sample_every": self.sample_every, "checkpoint_every": self.checkpoint_every,
             "samples": self.samples, "label_smoothing": self.label_smoothing,
+            "precision": self.precision.name(),
         })
     }
 
@@ -119,6 +126,11 @@ impl TrainConfig {
             samples: u("samples")? as usize,
             label_smoothing: f("label_smoothing")?,
             device: Device::Cpu,
+            // Checkpoints written before mixed precision existed trained in f32.
+            precision: match v["precision"].as_str() {
+                None => Precision::F32,
+                Some(p) => p.parse().map_err(|_| bad("precision"))?,
+            },
         })
     }
 }
@@ -164,6 +176,9 @@ pub struct Dcgan {
     pub d: Discriminator,
     pub opt_g: Adam,
     pub opt_d: Adam,
+    pub precision: Precision,
+    /// f16 only: one scaler per network, as each has its own backward pass and optimizer.
+    pub scalers: Option<[LossScaler; 2]>,
 }
 
 impl Dcgan {
@@ -181,11 +196,20 @@ impl Dcgan {
         };
         let opt_g = Adam::new(gantry_nn::ModuleExt::named_parameters(&g), adam)?;
         let opt_d = Adam::new(gantry_nn::ModuleExt::named_parameters(&d), adam)?;
-        Ok(Dcgan { g, d, opt_g, opt_d })
+        let scalers = (config.precision == Precision::F16).then(Default::default);
+        Ok(Dcgan {
+            g,
+            d,
+            opt_g,
+            opt_d,
+            precision: config.precision,
+            scalers,
+        })
     }
 
     /// One D and one G update on a real batch. `rng` draws the noise.
     pub fn step(&mut self, real: &Tensor, rng: &mut Rng, smoothing: f64) -> Result<StepStats> {
+        let _precision = with_precision(self.precision);
         let n = real.dims()[0];
         let nz = self.g.config.nz;
         let device = self.device();
@@ -209,10 +233,11 @@ impl Dcgan {
         if !loss_d_value.is_finite() {
             return Err(non_finite("discriminator", loss_d_value));
         }
-        let grads_d = loss_d.backward()?;
+        let grads_d = self.backward(&loss_d, 0)?;
         drop((loss_d, real_logits, fake_logits));
-        self.opt_d.step(&grads_d)?;
-        drop(grads_d);
+        if let Some(grads) = grads_d {
+            self.opt_d.step(&grads)?;
+        }
 
         // G step: the non-saturating loss through the updated D.
         let loss_g = bce_with_logits_smoothed(
@@ -225,8 +250,9 @@ impl Dcgan {
         if !loss_g_value.is_finite() {
             return Err(non_finite("generator", loss_g_value));
         }
-        let grads_g = loss_g.backward()?;
-        self.opt_g.step(&grads_g)?;
+        if let Some(grads) = self.backward(&loss_g, 1)? {
+            self.opt_g.step(&grads)?;
+        }
         Ok(StepStats {
             step: 0,
             epoch: 0,
@@ -236,6 +262,31 @@ impl Dcgan {
             d_g_z,
             images_per_s: 0.0,
         })
+    }
+
+    /// The gradients of `loss` for network `which` (0 = D, 1 = G). With loss scaling, the
+    /// backward runs on the scaled loss and the gradients come back unscaled, or `None` when
+    /// they overflowed (the step is skipped; the scaler has lowered its scale).
+    fn backward(&mut self, loss: &Tensor, which: usize) -> Result<Option<GradStore>> {
+        let Some(scalers) = &mut self.scalers else {
+            return loss.backward().map(Some);
+        };
+        let mut grads = scalers[which].scale_loss(loss)?.backward()?;
+        let params = if which == 0 {
+            gantry_nn::ModuleExt::named_parameters(&self.d)
+        } else {
+            gantry_nn::ModuleExt::named_parameters(&self.g)
+        };
+        Ok(scalers[which]
+            .unscale(&mut grads, &params)?
+            .then_some(grads))
+    }
+
+    /// Steps skipped for overflowing f16 gradients (D, G); zero without loss scaling.
+    pub fn skipped_steps(&self) -> [u64; 2] {
+        self.scalers
+            .as_ref()
+            .map_or([0, 0], |s| [s[0].skipped(), s[1].skipped()])
     }
 
     /// Where the networks live.
@@ -249,6 +300,15 @@ impl Dcgan {
         checkpoint::save(&self.g, dir.join("generator.safetensors"))?;
         checkpoint::save(&self.d, dir.join("discriminator.safetensors"))?;
         self.opt_g.save(&dir.join("opt_g.safetensors"))?;
+        if let Some(s) = &self.scalers {
+            let mut tensors = Vec::new();
+            for (net, s) in ["d", "g"].iter().zip(s) {
+                for (name, t) in s.state_tensors()? {
+                    tensors.push((format!("{net}.{name}"), t));
+                }
+            }
+            gantry_nn::checkpoint::save_tensors(&dir.join("scalers.safetensors"), &tensors, None)?;
+        }
         self.opt_d.save(&dir.join("opt_d.safetensors"))
     }
 
@@ -256,6 +316,18 @@ impl Dcgan {
         checkpoint::load(&self.g, dir.join("generator.safetensors"))?;
         checkpoint::load(&self.d, dir.join("discriminator.safetensors"))?;
         self.opt_g.load(&dir.join("opt_g.safetensors"))?;
+        if let Some(s) = &mut self.scalers {
+            let file = gantry_nn::checkpoint::load_tensors(&dir.join("scalers.safetensors"))?;
+            for (net, s) in ["d", "g"].iter().zip(s.iter_mut()) {
+                let prefix = format!("{net}.");
+                let own: Vec<(String, Tensor)> = file
+                    .tensors
+                    .iter()
+                    .filter_map(|(n, t)| Some((n.strip_prefix(&prefix)?.to_string(), t.clone())))
+                    .collect();
+                s.load_state_tensors(&own)?;
+            }
+        }
         self.opt_d.load(&dir.join("opt_d.safetensors"))
     }
 }

@@ -37,4 +37,4 @@ pub mod optim;
 
 pub use layers::*;
 pub use module::{Mode, Module, ModuleExt, NamedTensor, Role, Slot};
-pub use optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+pub use optim::{Adam, AdamConfig, LossScaler, Optimizer, Sgd, SgdConfig};

@@ -507,6 +507,112 @@ impl Optimizer for Sgd {
     }
 }
 
+// ------------------------------------------------------------------------------ loss scaling
+
+/// Dynamic loss scaling for f16 training (PyTorch's `GradScaler`, with its defaults).
+///
+/// f16 holds values from 6e-8 to 65504: the small gradients of a deep network underflow to
+/// zero when a backward pass rounds them to f16. Scaling the loss by `scale` scales every
+/// gradient by the same factor, up into f16's range; the gradients are divided by it again in
+/// f32 before the optimizer sees them. Too large a scale overflows to inf instead: then the
+/// step is skipped and the scale halved. After `growth_interval` good steps in a row it is
+/// doubled, so it settles just below the largest safe value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossScaler {
+    pub scale: f64,
+    /// Good steps in a row before the scale doubles.
+    pub growth_interval: u64,
+    good_steps: u64,
+    skipped: u64,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        LossScaler {
+            scale: 65_536.0,
+            growth_interval: 2000,
+            good_steps: 0,
+            skipped: 0,
+        }
+    }
+}
+
+impl LossScaler {
+    /// `loss · scale`, the tensor to call `backward` on.
+    pub fn scale_loss(&self, loss: &Tensor) -> Result<Tensor> {
+        loss.mul_scalar(self.scale)
+    }
+
+    /// Divides the gradients of `params` in `grads` by the scale, in place. Returns `false`,
+    /// halves the scale and leaves `grads` as they were when any gradient holds an inf or NaN:
+    /// the caller skips the optimizer step. Otherwise counts a good step (doubling the scale
+    /// after `growth_interval` of them) and returns `true`.
+    pub fn unscale(&mut self, grads: &mut GradStore, params: &[(String, Tensor)]) -> Result<bool> {
+        for (_, p) in params {
+            if let Some(g) = grads.get(p) {
+                // A sum is non-finite iff some term is (finite f32 gradients of f16 origin
+                // cannot overflow an f64 sum).
+                if !g
+                    .to_dtype(gantry_core::DType::F64)?
+                    .sum_all()?
+                    .to_scalar()?
+                    .is_finite()
+                {
+                    self.scale *= 0.5;
+                    self.good_steps = 0;
+                    self.skipped += 1;
+                    return Ok(false);
+                }
+            }
+        }
+        let inv = 1.0 / self.scale;
+        for (_, p) in params {
+            if let Some(g) = grads.remove(p) {
+                grads.insert(p, g.mul_scalar(inv)?);
+            }
+        }
+        self.good_steps += 1;
+        if self.good_steps >= self.growth_interval {
+            self.scale *= 2.0;
+            self.good_steps = 0;
+        }
+        Ok(true)
+    }
+
+    /// Steps skipped so far for overflowing gradients.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The state as named tensors (scale, good steps, skipped steps), for checkpoints.
+    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(vec![
+            (
+                "scale".into(),
+                Tensor::from_vec(vec![self.scale], (), Device::Cpu)?,
+            ),
+            ("good_steps".into(), step_tensor(self.good_steps)?),
+            ("skipped".into(), step_tensor(self.skipped)?),
+        ])
+    }
+
+    /// Restores what [`LossScaler::state_tensors`] wrote.
+    pub fn load_state_tensors(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
+        let get = |name: &str| -> Result<f64> {
+            tensors
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| Error::invalid("LossScaler::load", format!("no tensor {name:?}")))?
+                .1
+                .to_scalar()
+        };
+        self.scale = get("scale")?;
+        self.good_steps = get("good_steps")? as u64;
+        self.skipped = get("skipped")? as u64;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,5 +670,53 @@ mod tests {
             "{m:?}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn the_loss_scaler_unscales_skips_on_overflow_and_grows() {
+        let p = Tensor::zeros([3], DType::F32, Device::Cpu)
+            .unwrap()
+            .variable();
+        let params = vec![("p".to_string(), p.clone())];
+        let mut s = LossScaler {
+            growth_interval: 2,
+            ..LossScaler::default()
+        };
+        let grads_of = |v: Vec<f32>| {
+            let mut g = GradStore::default();
+            g.insert(&p, Tensor::from_vec(v, [3], Device::Cpu).unwrap());
+            g
+        };
+        // A finite step: gradients divided by the scale.
+        let mut g = grads_of(vec![65_536.0, -131_072.0, 0.5]);
+        assert!(s.unscale(&mut g, &params).unwrap());
+        assert_eq!(
+            g.get(&p).unwrap().to_vec::<f32>().unwrap(),
+            vec![1.0, -2.0, 0.5 / 65_536.0]
+        );
+        // An overflow: skipped, scale halved, gradients untouched.
+        let mut g = grads_of(vec![1.0, f32::INFINITY, 0.0]);
+        assert!(!s.unscale(&mut g, &params).unwrap());
+        assert_eq!(s.scale, 32_768.0);
+        assert_eq!(s.skipped(), 1);
+        assert!(g.get(&p).unwrap().to_vec::<f32>().unwrap()[1].is_infinite());
+        let mut g = grads_of(vec![f32::NAN, 0.0, 0.0]);
+        assert!(!s.unscale(&mut g, &params).unwrap());
+        assert_eq!(s.scale, 16_384.0);
+        // Two good steps in a row double it.
+        for _ in 0..2 {
+            assert!(s.unscale(&mut grads_of(vec![1.0; 3]), &params).unwrap());
+        }
+        assert_eq!(s.scale, 32_768.0);
+        // The state round-trips.
+        let mut t = LossScaler {
+            growth_interval: 2,
+            ..LossScaler::default()
+        };
+        t.load_state_tensors(&s.state_tensors().unwrap()).unwrap();
+        assert_eq!(t, s);
+        // The scaled loss.
+        let loss = Tensor::from_vec(vec![0.25f32], (), Device::Cpu).unwrap();
+        assert_eq!(s.scale_loss(&loss).unwrap().to_scalar().unwrap(), 8192.0);
     }
 }

@@ -47,14 +47,16 @@
 #define TC_STAGES 3
 #define TC_ROW_BYTES 64                   // K bytes per tile row
 #define TC_KPITCH 80                      // a K-major row in shared memory: 64 bytes + 16 padding
-#define TC_OPERAND_BYTES (128 * TC_KPITCH)  // one operand's tile in one stage (≥ the MN-major one)
+#define TC_OPERAND_BYTES (128 * TC_KPITCH)  // one operand's tile in one stage (≥ the MN-major ones)
 #define TC_STAGE_BYTES (2 * TC_OPERAND_BYTES)
 #define TC_SMEM_BYTES (TC_STAGES * TC_STAGE_BYTES)  // 61440: launched with that much dynamic smem
 
 // The K-major pitch (80 bytes) puts the 8 rows an ldmatrix reads at 8 distinct 16-byte bank
 // groups (80·r mod 128 = 0, 80, 32, 112, 64, 16, 96, 48), so it never conflicts. The MN-major
-// pitch is 128 values + 16 bytes for the same reason.
-__device__ __forceinline__ u32 mn_pitch(u32 esize) { return 128 * esize + 16; }
+// pitch is 128 values + 16 bytes for the same reason (272: 16·r mod 128 for the 8 rows of a
+// .trans read). tf32 reads its MN-major fragments with plain 32-bit loads, lane (g, q) at word
+// pitch/4·q + g: 128 values + 32 bytes (544) put those at bank 8q + g, all 32 distinct.
+__device__ __forceinline__ u32 mn_pitch(u32 esize) { return 128 * esize + (esize == 4 ? 32 : 16); }
 
 // ---- the compute types: storage, conversion from f32, and the mma
 
