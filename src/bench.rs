@@ -35,15 +35,16 @@ impl Row {
 
     pub fn json(&self) -> String {
         format!(
-            "{{\"bench\":\"{}\",\"layer\":\"{}\",\"pass\":\"{}\",\"threads\":{},\"ms\":{:.4},\"gflops\":{:.2},\"peak_gflops\":{:.1},\"peak_fraction\":{:.4},\"baseline\":\"{}\",\"baseline_ms\":{:.4},\"baseline_ratio\":{:.3}}}",
+            "{{\"bench\":\"{}\",\"layer\":\"{}\",\"pass\":\"{}\",\"threads\":{},\"ms\":{:.4},\"gflops\":{:.2},\"peak_gflops\":{},\"peak_fraction\":{},\"baseline\":\"{}\",\"baseline_ms\":{:.4},\"baseline_ratio\":{:.3}}}",
             self.bench,
             self.layer,
             self.pass,
             self.threads,
             self.ms,
             self.gflops(),
-            self.peak_gflops,
-            self.gflops() / self.peak_gflops,
+            // An unknown peak (a GPU without datasheet figures here) is null.
+            json_number(self.peak_gflops, 1),
+            json_number(self.gflops() / self.peak_gflops, 4),
             self.baseline,
             self.baseline_ms,
             self.baseline_ms / self.ms
@@ -62,6 +63,15 @@ impl Row {
             self.baseline_ms,
             self.baseline_ms / self.ms
         )
+    }
+}
+
+/// `v` with `decimals` decimals, or `null` when it is not finite (JSON has no NaN).
+fn json_number(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "null".into()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `gantry` command-line tool.
 
 mod bench;
+mod bench_cuda;
 mod cycle_cli;
 mod sr_cli;
 mod style_cli;
@@ -199,6 +200,8 @@ fn main() -> ExitCode {
                     })
                     .and_then(|r| r)
                     .map(|json| println!("{json}"))
+            } else if matches!(what, BenchWhat::Conv) && device != "cpu" {
+                bench_cuda_conv(&device, batch_size, layer.as_deref(), json)
             } else {
                 let conv = ConvOptions {
                     batch: batch_size,
@@ -217,6 +220,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bench conv --device cuda[:N]`: every rung of the CUDA ladder (see `src/bench_cuda.rs`).
+fn bench_cuda_conv(
+    device: &str,
+    batch: usize,
+    layer: Option<&str>,
+    json: bool,
+) -> gantry::Result<()> {
+    let Device::Cuda(i) = train_cli::parse_device(device)? else {
+        return Err(gantry::Error::invalid(
+            "bench",
+            format!("{device} is not a CUDA device"),
+        ));
+    };
+    let cuda = |e: gantry::kernels::cuda_rt::CudaError| gantry::Error::device("bench", e.0);
+    let gpu = gantry::kernels::cuda_rt::gpu(i).map_err(cuda)?;
+    let rows = bench_cuda::conv(&gpu, batch, layer).map_err(cuda)?;
+    if json {
+        let body: Vec<String> = rows.iter().map(|r| r.json()).collect();
+        let _ = writeln!(std::io::stdout(), "[{}]", body.join(",\n"));
+    } else {
+        let _ = writeln!(std::io::stdout(), "{gpu:?}, batch {batch}");
+        for r in &rows {
+            if writeln!(std::io::stdout(), "{}", r.table_line()).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What `bench conv` times.

@@ -307,7 +307,7 @@ impl Dcgan {
                     tensors.push((format!("{net}.{name}"), t));
                 }
             }
-            gantry_nn::checkpoint::save_tensors(&dir.join("scalers.safetensors"), &tensors, None)?;
+            gantry_nn::checkpoint::save_tensors(dir.join("scalers.safetensors"), &tensors, None)?;
         }
         self.opt_d.save(&dir.join("opt_d.safetensors"))
     }
@@ -317,7 +317,7 @@ impl Dcgan {
         checkpoint::load(&self.d, dir.join("discriminator.safetensors"))?;
         self.opt_g.load(&dir.join("opt_g.safetensors"))?;
         if let Some(s) = &mut self.scalers {
-            let file = gantry_nn::checkpoint::load_tensors(&dir.join("scalers.safetensors"))?;
+            let file = gantry_nn::checkpoint::load_tensors(dir.join("scalers.safetensors"))?;
             for (net, s) in ["d", "g"].iter().zip(s.iter_mut()) {
                 let prefix = format!("{net}.");
                 let own: Vec<(String, Tensor)> = file
