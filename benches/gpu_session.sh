@@ -30,3 +30,12 @@ for b in 64 128; do
     echo
     python3 benches/pytorch_dcgan_step.py --device cuda --batch-size "$b" --iters 20
 done
+echo "== the conv ladder, every rung, batch 128 (DCGAN) and 16 (SRResNet 3x3)"
+"$bin/gantry" bench conv --device cuda --batch-size 128 --json > /tmp/ladder.json; echo "exit $?"
+"$bin/gantry" bench conv --device cuda --batch-size 128
+echo "== PyTorch + cuDNN on the same layers (cudnn.benchmark, fp32/tf32/bf16)"
+for p in f32 tf32 bf16; do python3 benches/pytorch_conv_layers.py --device cuda --batch-size 128 --precision "$p"; done
+for p in bf16 f16; do
+    echo "== DCGAN step in $p"
+    "$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision "$p"
+done

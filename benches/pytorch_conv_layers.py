@@ -1,6 +1,12 @@
-"""PyTorch CPU baseline for `gantry bench conv`: the same layers, timed the same way.
+"""PyTorch baseline for `gantry bench conv`: the same layers, timed the same way.
 
     python benches/pytorch_conv_layers.py --threads 2 [--batch-size 64] [--json]
+    python benches/pytorch_conv_layers.py --device cuda --batch-size 128 --precision bf16
+
+On CUDA, cuDNN picks its fastest algorithm per layer (`cudnn.benchmark`), each timed call ends
+with a device synchronise, and `--precision` runs the layers in f32, tf32 (f32 tensors with
+TF32 allowed), bf16 or f16 tensors: the baseline for the matching rung of `gantry bench conv
+--device cuda`.
 
 Each layer runs in f32 without bias. `fwd` is the layer's forward pass, and `fwd_bwd` is forward
 plus backward for both the input and the weight gradient, which is what gantry's `fwd_bwd` times.
@@ -32,12 +38,17 @@ LAYERS = [
 ]
 
 
+SYNC = lambda: None
+
+
 def median_ms(fn, min_reps=3):
     fn()
+    SYNC()
     times, start = [], time.perf_counter()
     while len(times) < min_reps or time.perf_counter() - start < 0.3:
         t = time.perf_counter()
         fn()
+        SYNC()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
 
@@ -47,17 +58,28 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="f32", choices=["f32", "tf32", "bf16", "f16"])
     args = ap.parse_args()
+    global SYNC
     torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(args.precision, torch.float32)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        allow = args.precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        torch.backends.cudnn.allow_tf32 = allow
+        SYNC = torch.cuda.synchronize
     rows = []
     for name, transposed, batch, c_in, hw, c_out, k, s, p in LAYERS:
         n = batch or args.batch_size
-        x = torch.randn(n, c_in, hw, hw, requires_grad=True)
+        x = torch.randn(n, c_in, hw, hw, device=dev, dtype=dtype, requires_grad=True)
         if transposed:
-            w = torch.randn(c_in, c_out, k, k, requires_grad=True) * 0.02
+            w = torch.randn(c_in, c_out, k, k, device=dev, dtype=dtype) * 0.02
             run = lambda: F.conv_transpose2d(x, w, stride=s, padding=p)
         else:
-            w = torch.randn(c_out, c_in, k, k, requires_grad=True) * 0.02
+            w = torch.randn(c_out, c_in, k, k, device=dev, dtype=dtype) * 0.02
             run = lambda: F.conv2d(x, w, stride=s, padding=p)
         w = w.detach().requires_grad_(True)
         out = run()
@@ -76,7 +98,8 @@ def main():
         flops = 2.0 * out.numel() * k_taps if not transposed else 2.0 * x.numel() * c_out * k * k
         for pass_, ms, mult in [("fwd", median_ms(fwd), 1), ("fwd_bwd", median_ms(fwd_bwd), 3)]:
             rows.append({"layer": name, "pass": pass_, "threads": args.threads, "ms": round(ms, 4),
-                         "gflops": round(flops * mult / (ms * 1e6), 2), "torch": torch.__version__})
+                         "gflops": round(flops * mult / (ms * 1e6), 2), "torch": torch.__version__,
+                         "device": args.device, "precision": args.precision})
     if args.json:
         print(json.dumps(rows))
     else:

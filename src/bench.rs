@@ -433,6 +433,7 @@ pub fn dcgan(
     threads: usize,
     iters: usize,
     device: gantry::Device,
+    precision: gantry::Precision,
 ) -> gantry::Result<String> {
     use gantry::gan::dcgan::DcganConfig;
     use gantry::gan::train::{Dcgan, TrainConfig};
@@ -444,6 +445,7 @@ pub fn dcgan(
         },
         batch_size: batch,
         device,
+        precision,
         ..TrainConfig::default()
     };
     let mut net = Dcgan::new(&config)?;
@@ -466,6 +468,7 @@ pub fn dcgan(
         "nz": 100, "ngf": 64, "ndf": 64, "nc": 3,
         "threads": threads,
         "device": device.to_string(),
+        "precision": precision.name(),
         "iters": ms.len(),
         "step_ms": median,
         "step_ms_min": ms[0],

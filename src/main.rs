@@ -92,6 +92,9 @@ enum Command {
         /// Device of the DCGAN and SRResNet step benches: `cpu`, `cuda` or `cuda:N`.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Precision of the DCGAN step bench: f32, tf32, bf16 or f16 (see `train dcgan`).
+        #[arg(long, default_value = "f32")]
+        precision: String,
     },
 }
 
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
             iters,
             crop,
             device,
+            precision,
         } => {
             if let BenchWhat::Srresnet = what {
                 let threads = threads
@@ -195,7 +199,8 @@ fn main() -> ExitCode {
                 train_cli::parse_device(&device)
                     .and_then(|device| {
                         train_cli::with_threads(Some(threads), || {
-                            bench::dcgan(batch_size, image_size, threads, iters, device)
+                            let p = precision.parse()?;
+                            bench::dcgan(batch_size, image_size, threads, iters, device, p)
                         })
                     })
                     .and_then(|r| r)
