@@ -90,7 +90,8 @@ pub fn median_ms(min_reps: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-fn filled(len: usize) -> Vec<f32> {
+/// Deterministic values in [-0.5, 0.5) for benchmark operands.
+pub fn filled(len: usize) -> Vec<f32> {
     (0..len)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect()

@@ -7,7 +7,7 @@
 //! Peaks are the dense figures of the H100/H200 for the rung's precision (FP32 without tensor
 //! cores, TF32, BF16/FP16 with them); other GPUs report no peak fraction.
 
-use crate::bench::{median_ms, standard_layers, Row};
+use crate::bench::{filled, median_ms, standard_layers, Row};
 use gantry::kernels::conv::cuda::{CudaConv, TcType};
 use gantry::kernels::cuda_rt::{Gpu, Result};
 
@@ -40,11 +40,9 @@ pub fn conv(gpu: &Gpu, batch: usize, filter: Option<&str>) -> Result<Vec<Row>> {
             continue;
         }
         let g = &l.geom;
-        let fill =
-            |n: usize| -> Vec<f32> { (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect() };
-        let x = gpu.upload_f32(&fill(g.input_len()))?;
-        let w = gpu.upload_f32(&fill(g.weight_len()))?;
-        let dy = gpu.upload_f32(&fill(g.output_len_total()))?;
+        let x = gpu.upload_f32(&filled(g.input_len()))?;
+        let w = gpu.upload_f32(&filled(g.weight_len()))?;
+        let dy = gpu.upload_f32(&filled(g.output_len_total()))?;
         // One pass of `rung`, its outputs recycled; errors surface after the timing.
         let run = |rung: CudaConv, pass: usize| -> Result<()> {
             // A transposed layer's forward is the conv's backward-data and vice versa.

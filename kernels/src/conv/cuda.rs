@@ -343,13 +343,20 @@ fn split_k(k_tiles: usize, mn_blocks: usize) -> (usize, usize) {
     (per, k_tiles.max(1).div_ceil(per))
 }
 
-fn grid_dim(op: &str, v: usize, limit: usize) -> Result<u32> {
-    if v == 0 || v > limit {
-        return Err(CudaError(format!(
-            "{op}: {v} blocks along one grid axis (limit {limit})"
-        )));
+/// A grid of `blocks` = (x, y, z) blocks, checked against CUDA's limits (x up to 2³¹ − 1, y and
+/// z up to 65535): an error naming `op` instead of a failed launch.
+fn grid_3d(op: &str, blocks: [usize; 3]) -> Result<(u32, u32, u32)> {
+    let mut out = [0u32; 3];
+    let limits = [i32::MAX as usize, 65_535, 65_535];
+    for ((o, v), limit) in out.iter_mut().zip(blocks).zip(limits) {
+        if v == 0 || v > limit {
+            return Err(CudaError(format!(
+                "{op}: {v} blocks along one grid axis (limit {limit})"
+            )));
+        }
+        *o = v as u32;
     }
-    Ok(v as u32)
+    Ok((out[0], out[1], out[2]))
 }
 
 /// The tiled FP32 rung (`conv_tiled.cu`).
@@ -361,11 +368,7 @@ pub mod tiled {
 
     fn cfg(op: &str, n: usize, m: usize, z: usize) -> Result<cudarc::driver::LaunchConfig> {
         Ok(cudarc::driver::LaunchConfig {
-            grid_dim: (
-                grid_dim(op, n.div_ceil(TILE), i32::MAX as usize)?,
-                grid_dim(op, m.div_ceil(TILE), 65_535)?,
-                grid_dim(op, z, 65_535)?,
-            ),
+            grid_dim: grid_3d(op, [n.div_ceil(TILE), m.div_ceil(TILE), z])?,
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         })
@@ -583,11 +586,7 @@ pub mod tc {
     }
 
     fn grid(op: &str, m: usize, n: usize, z: usize) -> Result<(u32, u32, u32)> {
-        Ok((
-            grid_dim(op, m.div_ceil(TILE), i32::MAX as usize)?,
-            grid_dim(op, n.div_ceil(TILE), 65_535)?,
-            grid_dim(op, z, 65_535)?,
-        ))
+        grid_3d(op, [m.div_ceil(TILE), n.div_ceil(TILE), z])
     }
 
     /// `x` NCHW → NHWC with `cp` channels.
