@@ -397,10 +397,11 @@ pub fn conv(
 
 /// Full DCGAN training steps (D step + G step, Adam included) on random data: the figure to
 /// compare with PyTorch's step time (`benches/pytorch_dcgan_step.py`). Returns the JSON object.
-/// Runs `step` twice to warm up, then `iters` (≥ 1) timed times; returns the times in ms,
+/// Runs `step` `warmup` times, then `iters` (≥ 1) timed times; returns the times in ms,
 /// sorted. A step reads its losses back (which waits for the device), but the optimizer steps
 /// after that are queued: each timing waits for the device before reading the clock.
 fn time_steps(
+    warmup: usize,
     iters: usize,
     device: gantry::Device,
     mut step: impl FnMut() -> gantry::Result<()>,
@@ -413,7 +414,7 @@ fn time_steps(
         }
         Ok(())
     };
-    for _ in 0..2 {
+    for _ in 0..warmup {
         step()?;
     }
     sync()?;
@@ -435,9 +436,10 @@ pub fn dcgan(
     iters: usize,
     device: gantry::Device,
     precision: gantry::Precision,
+    cuda_graph: bool,
 ) -> gantry::Result<String> {
     use gantry::gan::dcgan::DcganConfig;
-    use gantry::gan::train::{Dcgan, TrainConfig};
+    use gantry::gan::train::{CudaGraphStep, Dcgan, TrainConfig, GRAPH_WARMUP_STEPS};
     use gantry::{DType, Device, Rng, Tensor};
     let config = TrainConfig {
         model: DcganConfig {
@@ -460,10 +462,25 @@ pub fn dcgan(
         &mut rng,
     )?
     .to_device(device)?;
-    let ms = time_steps(iters, device, || net.step(&real, &mut rng, 0.0).map(drop))?;
+    // With a graph: the eager warm-up steps, the capture, and two replays before timing.
+    let graphed = cuda_graph && matches!(device, Device::Cuda(_)) && net.scalers.is_none();
+    let mut graph = graphed.then(CudaGraphStep::default);
+    let warmup = if graphed {
+        GRAPH_WARMUP_STEPS as usize + 3
+    } else {
+        2
+    };
+    let ms = time_steps(warmup, iters, device, || {
+        match &mut graph {
+            Some(g) => g.step(&mut net, &real, &mut rng, 0.0),
+            None => net.step(&real, &mut rng, 0.0),
+        }
+        .map(drop)
+    })?;
     let median = ms[ms.len() / 2];
     Ok(serde_json::json!({
         "model": "dcgan",
+        "cuda_graph": graphed,
         "batch_size": batch,
         "image_size": image_size,
         "nz": 100, "ngf": 64, "ndf": 64, "nc": 3,
@@ -536,7 +553,7 @@ pub fn srresnet(
     rest += conv(w, 3, 9, side);
     // Backward: data and weight gradients (2× forward), except no data gradient for the input.
     let flop = 2.0 * first + 3.0 * rest;
-    let ms = time_steps(iters, device, || net.step(&lr, &hr).map(drop))?;
+    let ms = time_steps(2, iters, device, || net.step(&lr, &hr).map(drop))?;
     let median = ms[ms.len() / 2];
     let gflops = flop / (median / 1e3) / 1e9;
     let peak = if device == Device::Cpu {

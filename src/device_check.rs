@@ -485,6 +485,86 @@ fn optimizer_cases(device: Device, rng: &mut Rng) -> Result<Vec<CaseReport>> {
     Ok(reports)
 }
 
+/// A small DCGAN trained a few steps with the step captured into a CUDA graph and replayed,
+/// against the same steps launched op by op, at precision `precision`. The graph replays the
+/// same kernels on the same values, so losses, parameters, running statistics and optimizer
+/// state must agree exactly: a difference means a replay read a stale buffer or constant.
+fn graph_case(device: Device, seed: u64, precision: crate::Precision) -> Result<CaseReport> {
+    use crate::gan::dcgan::DcganConfig;
+    use crate::gan::train::{CudaGraphStep, Dcgan, TrainConfig, GRAPH_WARMUP_STEPS};
+    use crate::nn::ModuleExt;
+    let config = TrainConfig {
+        model: DcganConfig {
+            image_size: 16,
+            nc: 3,
+            nz: 8,
+            ngf: 8,
+            ndf: 8,
+        },
+        batch_size: 4,
+        seed,
+        device,
+        precision,
+        ..TrainConfig::default()
+    };
+    let steps = GRAPH_WARMUP_STEPS + 4;
+    let run = |graphed: bool| -> Result<Vec<Tensor>> {
+        let mut net = Dcgan::new(&config)?;
+        let (mut rng, mut data) = (Rng::new(seed), Rng::new(seed + 1));
+        let mut graph = CudaGraphStep::default();
+        let mut out = Vec::new();
+        for _ in 0..steps {
+            let real = Tensor::rand(
+                [4, 3, 16, 16],
+                -1.0,
+                1.0,
+                DType::F32,
+                Device::Cpu,
+                &mut data,
+            )?;
+            let s = match graphed {
+                true => graph.step(&mut net, &real, &mut rng, 0.0)?,
+                false => net.step(&real, &mut rng, 0.0)?,
+            };
+            let losses = vec![s.loss_d, s.loss_g, s.d_x, s.d_g_z];
+            out.push(Tensor::from_vec(losses, [4], Device::Cpu)?);
+        }
+        if graphed && !graph.is_captured() {
+            return Err(crate::Error::invalid(
+                "check",
+                "the step was never captured",
+            ));
+        }
+        for m in [&net.g as &dyn crate::nn::Module, &net.d] {
+            out.extend(m.named_parameters().into_iter().map(|(_, t)| t));
+            out.extend(m.named_buffers().into_iter().map(|(_, t)| t));
+        }
+        for opt in [&net.opt_g, &net.opt_d] {
+            let state = crate::nn::optim::Optimizer::state_tensors(opt)?;
+            out.extend(state.into_iter().map(|(_, t)| t));
+        }
+        Ok(out)
+    };
+    let (eager, graphed) = (run(false)?, run(true)?);
+    let mut max_error = if eager.len() == graphed.len() {
+        0.0f64
+    } else {
+        f64::INFINITY
+    };
+    for (a, b) in eager.iter().zip(&graphed) {
+        max_error = max_error.max(max_rel_error(a, b)?);
+    }
+    Ok(CaseReport {
+        op: format!(
+            "cuda graph: dcgan step replayed = eager ({})",
+            precision.name()
+        ),
+        shapes: format!("batch 4, 16x16, {steps} steps"),
+        max_error,
+        tolerance: 0.0,
+    })
+}
+
 /// Runs every case on `device`, from `seed`.
 pub fn run(device: Device, seed: u64) -> Result<Vec<CaseReport>> {
     device.check_available("check")?;
@@ -519,6 +599,13 @@ pub fn run(device: Device, seed: u64) -> Result<Vec<CaseReport>> {
             max_error: r.max_error,
             tolerance: r.tolerance,
         }));
+        let mut precisions = vec![crate::Precision::F32];
+        if gpu.arch().0 >= 8 {
+            precisions.push(crate::Precision::Bf16);
+        }
+        for p in precisions {
+            reports.push(graph_case(device, seed, p)?);
+        }
     }
     Ok(reports)
 }

@@ -95,6 +95,9 @@ enum Command {
         /// Precision of the DCGAN step bench: f32, tf32, bf16 or f16 (see `train dcgan`).
         #[arg(long, default_value = "f32")]
         precision: String,
+        /// Time the DCGAN step on CUDA launched op by op instead of replayed as a CUDA graph.
+        #[arg(long)]
+        no_cuda_graph: bool,
     },
 }
 
@@ -181,6 +184,7 @@ fn main() -> ExitCode {
             crop,
             device,
             precision,
+            no_cuda_graph,
         } => {
             if let BenchWhat::Srresnet = what {
                 let threads = threads
@@ -200,7 +204,8 @@ fn main() -> ExitCode {
                     .and_then(|device| {
                         train_cli::with_threads(Some(threads), || {
                             let p = precision.parse()?;
-                            bench::dcgan(batch_size, image_size, threads, iters, device, p)
+                            let graph = !no_cuda_graph;
+                            bench::dcgan(batch_size, image_size, threads, iters, device, p, graph)
                         })
                     })
                     .and_then(|r| r)

@@ -69,6 +69,10 @@ pub struct TrainArgs {
     /// picks the tensor-core kernels; on the CPU the inputs are rounded the same way.
     #[arg(long, default_value = "f32")]
     precision: String,
+    /// On CUDA, launch every op of every step instead of capturing the step into a CUDA
+    /// graph and replaying it (graphs are used by default there, except with f16).
+    #[arg(long)]
+    no_cuda_graph: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -169,6 +173,7 @@ pub fn train_dcgan(a: TrainArgs) -> Result<()> {
         label_smoothing: a.label_smoothing,
         device,
         precision: a.precision.parse()?,
+        cuda_graph: !a.no_cuda_graph,
     };
     eprintln!("data: {}", data.describe());
     eprintln!("run folder: {}", out.display());

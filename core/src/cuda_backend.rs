@@ -86,10 +86,11 @@ impl CudaStorage {
         if dtype != DType::F32 {
             return Err(Error::unsupported_dtype("full (on a CUDA device)", dtype));
         }
+        // Filled on the device, so that a captured graph can make constants too.
         let b = if value == 0.0 {
             g.zeros_f32(len)
         } else {
-            g.upload_f32(&vec![value as f32; len])
+            gantry_kernels::copy::cuda::fill(&g, value as f32, len)
         }
         .map_err(err("full"))?;
         Ok(CudaStorage::f32(&g, b, len))
@@ -191,6 +192,28 @@ fn wrap(
     len: usize,
 ) -> Result<CudaStorage> {
     r.map(|b| CudaStorage::f32(g, b, len)).map_err(err(op))
+}
+
+/// `Storage::assign_in_place` on a GPU: copies an f32 `src` of the same length, from this GPU
+/// or from the host, into `dst`'s buffer.
+pub fn assign(dst: &mut CudaStorage, src: &crate::storage::Storage) -> Result<bool> {
+    use crate::storage::Storage;
+    let op = "set";
+    let len = dst.len;
+    let g = dst.gpu.clone();
+    let Ok(d) = dst.f_mut(op) else {
+        return Ok(false);
+    };
+    match src {
+        Storage::Cuda(s) if s.len == len && s.gpu.ordinal() == g.ordinal() => match s.f(op) {
+            Ok(sb) => g.copy_into(sb, d, len).map_err(err(op)).map(|()| true),
+            Err(_) => Ok(false),
+        },
+        Storage::Cpu(CpuStorage::F32(v)) if v.len() == len => {
+            g.write(v, d).map_err(err(op)).map(|()| true)
+        }
+        _ => Ok(false),
+    }
 }
 
 pub fn to_dtype(s: &CudaStorage, dtype: DType) -> Result<CudaStorage> {
@@ -600,6 +623,7 @@ pub fn adam_step_fused(
     v: &mut CudaStorage,
     ranges: &[std::ops::Range<usize>],
     steps: &[AdamStep],
+    table: &mut crate::storage::AdamTable,
 ) -> Result<()> {
     let op = "adam_step";
     let param_lens: Vec<usize> = params.iter().map(|p| p.len).collect();
@@ -626,7 +650,16 @@ pub fn adam_step_fused(
         .map(|p| p.f_mut(op))
         .collect::<Result<Vec<_>>>()?;
     let (mb, vb) = (m.f_mut(op)?, v.f_mut(op)?);
-    gantry_kernels::optim::cuda::adam_step_fused(&g, &mut params, &grads, (mb, vb), &segments)
+    // The table stays with the optimizer, on the device it was made for.
+    if table
+        .0
+        .as_ref()
+        .is_none_or(|(tg, _)| tg.ordinal() != g.ordinal())
+    {
+        table.0 = Some((g.clone(), Default::default()));
+    }
+    let t = &mut table.0.as_mut().expect("set above").1;
+    gantry_kernels::optim::cuda::adam_step_fused(&g, t, &mut params, &grads, (mb, vb), &segments)
         .map_err(err(op))
 }
 

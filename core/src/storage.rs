@@ -11,10 +11,12 @@ use crate::cuda_backend::{self as cuda, CudaStorage};
 use crate::{DType, Device, Error, Result};
 use gantry_kernels::batch_norm::BatchNormGeom;
 use gantry_kernels::conv::Conv2dGeom;
+use gantry_kernels::cuda_rt::Gpu;
 use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom, UnaryOp};
 use gantry_kernels::gemm::GemmGeom;
 use gantry_kernels::optim::{AdamStep, SgdStep};
 use half::{bf16, f16};
+use std::sync::Arc;
 
 /// A contiguous host buffer of one element type.
 #[derive(Clone, Debug, PartialEq)]
@@ -188,6 +190,16 @@ impl Storage {
         match self {
             Storage::Cpu(s) => Ok(s.clone()),
             Storage::Cuda(s) => s.to_cpu(),
+        }
+    }
+
+    /// Copies `src` (same dtype and length; on this GPU or the host) into this GPU buffer in
+    /// place and returns `true`; `false` when the caller should replace the storage instead (a
+    /// host buffer, or operands this cannot copy).
+    pub fn assign_in_place(&mut self, src: &Storage) -> Result<bool> {
+        match self {
+            Storage::Cuda(dst) => cuda::assign(dst, src),
+            Storage::Cpu(_) => Ok(false),
         }
     }
 
@@ -432,6 +444,7 @@ impl Storage {
         v: &mut Storage,
         ranges: &[std::ops::Range<usize>],
         steps: &[AdamStep],
+        table: &mut AdamTable,
     ) -> Result<()> {
         let op = "adam_step";
         let mixed = || {
@@ -473,7 +486,7 @@ impl Storage {
                         _ => Err(mixed()),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                cuda::adam_step_fused(params, &grads, m, v, ranges, steps)
+                cuda::adam_step_fused(params, &grads, m, v, ranges, steps, table)
             }
             _ => Err(mixed()),
         }
@@ -499,6 +512,26 @@ impl Storage {
                 "sgd_step",
                 "operands are on different devices",
             )),
+        }
+    }
+}
+
+/// The table of per-parameter constants a fused Adam step hands to its kernel, kept by the
+/// optimizer between steps. On a GPU it is a device buffer whose address a captured graph
+/// bakes in; [`AdamTable::restep`] rewrites it before a replay. Unused on the CPU.
+#[derive(Debug, Default)]
+pub struct AdamTable(pub(crate) Option<(Arc<Gpu>, gantry_kernels::optim::cuda::AdamTable)>);
+
+impl AdamTable {
+    /// Sets the next step's constants (one [`AdamStep`] per parameter of the last step, in its
+    /// order) on the device.
+    pub fn restep(&mut self, steps: &[AdamStep]) -> Result<()> {
+        match &mut self.0 {
+            Some((gpu, t)) => t
+                .restep(gpu, steps)
+                .map_err(|e| Error::device("adam_step (replay)", e.0)),
+            // On the CPU each step computes its constants itself: nothing to write.
+            None => Ok(()),
         }
     }
 }

@@ -378,6 +378,14 @@ impl Tensor {
         if src.dtype() != self.dtype() {
             return Err(Error::dtype_mismatch("set", self.dtype(), src.dtype()));
         }
+        if Arc::ptr_eq(&self.0.storage, &src.0.storage) {
+            return Ok(()); // the same buffer and, checked above, the same shape
+        }
+        // On a GPU the values are copied into this tensor's own buffer, which stays where it
+        // is: a captured CUDA graph reads and writes its buffers by address.
+        if self.storage_mut().assign_in_place(&src.storage())? {
+            return Ok(());
+        }
         // Copy first: `src` may share this storage, and holding its read lock while taking the
         // write lock would deadlock. From another device, the copy moves the values here.
         let data = if src.device() == self.device() {

@@ -64,6 +64,11 @@ pub struct TrainConfig {
     /// What convolutions multiply in (see `gantry_core::precision`): f32, or tf32/bf16/f16
     /// inputs with f32 accumulation and f32 master weights. f16 turns on dynamic loss scaling.
     pub precision: Precision,
+    /// On a CUDA device, capture the training step into a CUDA graph after
+    /// [`GRAPH_WARMUP_STEPS`] ordinary steps and replay it (see [`CudaGraphStep`]). Ignored on
+    /// the CPU, and with f16, whose loss scaling decides on the host whether to skip a step.
+    /// Like `device`, not part of a checkpoint.
+    pub cuda_graph: bool,
 }
 
 impl Default for TrainConfig {
@@ -81,6 +86,7 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             device: Device::Cpu,
             precision: Precision::F32,
+            cuda_graph: true,
         }
     }
 }
@@ -131,7 +137,112 @@ impl TrainConfig {
                 None => Precision::F32,
                 Some(p) => p.parse().map_err(|_| bad("precision"))?,
             },
+            cuda_graph: true,
         })
+    }
+}
+
+/// What one step computed, still on its device ([`Dcgan::step_tensors`]).
+pub struct StepTensors {
+    pub loss_d: Tensor,
+    pub loss_g: Tensor,
+    pub d_x: Tensor,
+    pub d_g_z: Tensor,
+}
+
+impl StepTensors {
+    /// The values on the host; an error naming the network whose loss is not finite.
+    pub fn read(&self) -> Result<StepStats> {
+        let loss_d = self.loss_d.to_scalar()?;
+        if !loss_d.is_finite() {
+            return Err(non_finite("discriminator", loss_d));
+        }
+        let loss_g = self.loss_g.to_scalar()?;
+        if !loss_g.is_finite() {
+            return Err(non_finite("generator", loss_g));
+        }
+        Ok(StepStats {
+            step: 0,
+            epoch: 0,
+            loss_d,
+            loss_g,
+            d_x: self.d_x.to_scalar()?,
+            d_g_z: self.d_g_z.to_scalar()?,
+            images_per_s: 0.0,
+        })
+    }
+}
+
+/// Ordinary steps before the step is captured: the first fills the device's buffer pool and
+/// loads every kernel, the second confirms that a step at these shapes allocates nothing new
+/// (a capture cannot allocate).
+pub const GRAPH_WARMUP_STEPS: u64 = 2;
+
+/// The DCGAN step as a CUDA graph ([`gantry_core::graph`]): the batch and the noise live in
+/// fixed device buffers, refilled before each replay; the losses come back in fixed tensors.
+///
+/// The first [`GRAPH_WARMUP_STEPS`] steps run eagerly, the next is captured (and run), and
+/// every later one is a replay. A batch of another size runs eagerly. The noise is drawn from
+/// the same generator in the same order either way, so a graphed run computes what an eager
+/// one does.
+#[derive(Default)]
+pub struct CudaGraphStep {
+    eager_steps: u64,
+    captured: Option<Captured>,
+}
+
+struct Captured {
+    graph: gantry_core::graph::CapturedGraph,
+    real: Tensor,
+    z: Tensor,
+    out: StepTensors,
+}
+
+impl CudaGraphStep {
+    /// One step of `net`, eager, captured or replayed.
+    pub fn step(
+        &mut self,
+        net: &mut Dcgan,
+        real: &Tensor,
+        rng: &mut Rng,
+        smoothing: f64,
+    ) -> Result<StepStats> {
+        if net.scalers.is_some() {
+            return Err(Error::invalid(
+                "train (cuda graph)",
+                "f16 loss scaling decides on the host whether to skip each step, which a \
+                 captured graph cannot; train f16 without CUDA graphs",
+            ));
+        }
+        let device = net.device();
+        let z = net.noise(real.dims()[0], rng)?;
+        if let Some(c) = &mut self.captured {
+            if c.real.dims() == real.dims() {
+                c.real.set(&real.to_dtype(DType::F32)?)?;
+                c.z.set(&z)?;
+                c.graph.replay()?;
+                return c.out.read();
+            }
+        } else if self.eager_steps >= GRAPH_WARMUP_STEPS {
+            let (real, z) = (real.to_device(device)?, z.to_device(device)?);
+            let (graph, out) =
+                gantry_core::graph::capture(device, || net.step_tensors(&real, &z, smoothing))?;
+            let c = self.captured.insert(Captured {
+                graph,
+                real,
+                z,
+                out,
+            });
+            return c.out.read();
+        }
+        self.eager_steps += 1;
+        let (real, z) = (real.to_device(device)?, z.to_device(device)?);
+        net.step_tensors(&real, &z, smoothing)?.read()
+    }
+
+    /// Whether the step has been captured.
+    pub fn is_captured(&self) -> bool {
+        self.captured.is_some()
     }
 }
 
@@ -209,32 +320,45 @@ impl Dcgan {
 
     /// One D and one G update on a real batch. `rng` draws the noise.
     pub fn step(&mut self, real: &Tensor, rng: &mut Rng, smoothing: f64) -> Result<StepStats> {
+        let device = self.device();
+        let real = real.to_device(device)?;
+        let z = self.noise(real.dims()[0], rng)?.to_device(device)?;
+        self.step_tensors(&real, &z, smoothing)?.read()
+    }
+
+    /// The noise of one step, drawn on the host (so that every device and the graph replay,
+    /// which refills a fixed buffer with it, see the same values).
+    fn noise(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        let nz = self.g.config.nz;
+        Tensor::randn([n, nz, 1, 1], 0.0, 1.0, DType::F32, Device::Cpu, rng)
+    }
+
+    /// The step on device tensors, with nothing read back: what a CUDA graph captures. The
+    /// returned tensors hold the losses and mean probabilities.
+    pub fn step_tensors(
+        &mut self,
+        real: &Tensor,
+        z: &Tensor,
+        smoothing: f64,
+    ) -> Result<StepTensors> {
         let _precision = with_precision(self.precision);
         let n = real.dims()[0];
-        let nz = self.g.config.nz;
         let device = self.device();
-        let real = &real.to_device(device)?;
-        let z = Tensor::randn([n, nz, 1, 1], 0.0, 1.0, DType::F32, device, rng)?;
         let ones = Tensor::ones([n], DType::F32, device)?;
         let zeros = Tensor::zeros([n], DType::F32, device)?;
-        let mean_prob =
-            |logits: &Tensor| -> Result<f64> { logits.sigmoid()?.mean_all()?.to_scalar() };
+        let mean_prob = |logits: &Tensor| logits.sigmoid()?.mean_all();
 
         // D step: real batch and detached fakes, as two separate batches (separate BN stats).
-        let fake = self.g.forward(&z, Mode::Train)?;
+        let fake = self.g.forward(z, Mode::Train)?;
         let real_logits = self.d.forward(real, Mode::Train)?;
         let fake_logits = self.d.forward(&fake.detach(), Mode::Train)?;
         let loss_d =
             bce_with_logits_smoothed(&real_logits, &ones, smoothing, Reduction::Mean)?.add(
                 &bce_with_logits_smoothed(&fake_logits, &zeros, 0.0, Reduction::Mean)?,
             )?;
-        let loss_d_value = loss_d.to_scalar()?;
         let (d_x, d_g_z) = (mean_prob(&real_logits)?, mean_prob(&fake_logits)?);
-        if !loss_d_value.is_finite() {
-            return Err(non_finite("discriminator", loss_d_value));
-        }
         let grads_d = self.backward(&loss_d, 0)?;
-        drop((loss_d, real_logits, fake_logits));
+        drop((real_logits, fake_logits));
         if let Some(grads) = grads_d {
             self.opt_d.step(&grads)?;
         }
@@ -246,21 +370,14 @@ impl Dcgan {
             0.0,
             Reduction::Mean,
         )?;
-        let loss_g_value = loss_g.to_scalar()?;
-        if !loss_g_value.is_finite() {
-            return Err(non_finite("generator", loss_g_value));
-        }
         if let Some(grads) = self.backward(&loss_g, 1)? {
             self.opt_g.step(&grads)?;
         }
-        Ok(StepStats {
-            step: 0,
-            epoch: 0,
-            loss_d: loss_d_value,
-            loss_g: loss_g_value,
+        Ok(StepTensors {
+            loss_d: loss_d.detach(),
+            loss_g: loss_g.detach(),
             d_x,
             d_g_z,
-            images_per_s: 0.0,
         })
     }
 
@@ -355,9 +472,11 @@ pub fn train(
         let (r, dir, state, at) = Run::resume(run, METRICS_HEADER)?;
         let steps = config.steps;
         let device = config.device;
+        let cuda_graph = config.cuda_graph;
         config = TrainConfig::from_json(&state["config"])?;
         config.steps = config.steps.max(steps);
         config.device = device;
+        config.cuda_graph = cuda_graph;
         net = Dcgan::new(&config)?;
         net.load(&dir)?;
         step = at;
@@ -392,6 +511,10 @@ pub fn train(
         &mut Rng::with_stream(config.seed, 3),
     )?;
 
+    // Graphs on a GPU, unless turned off or f16 (see `TrainConfig::cuda_graph`).
+    let mut graphed =
+        (config.cuda_graph && matches!(config.device, Device::Cuda(_)) && net.scalers.is_none())
+            .then(CudaGraphStep::default);
     let bpe = (data.len() / config.batch_size.max(1)) as u64;
     on_event(Event::Started {
         start_step: step,
@@ -416,9 +539,11 @@ pub fn train(
         for real in loader {
             let real = real?;
             let t = Instant::now();
-            let mut stats = net
-                .step(&real, &mut rng, config.label_smoothing)
-                .map_err(|e| run.stopped_at(e, step + 1))?;
+            let result = match &mut graphed {
+                Some(g) => g.step(&mut net, &real, &mut rng, config.label_smoothing),
+                None => net.step(&real, &mut rng, config.label_smoothing),
+            };
+            let mut stats = result.map_err(|e| run.stopped_at(e, step + 1))?;
             step += 1;
             stats.step = step;
             stats.epoch = epoch;

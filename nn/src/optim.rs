@@ -13,9 +13,10 @@
 
 use crate::checkpoint::{load_tensors, save_tensors};
 use gantry_core::storage::Storage;
-use gantry_core::{AdamStep, Device, Error, GradStore, Result, SgdStep, Tensor};
+use gantry_core::{graph, AdamStep, AdamTable, Device, Error, GradStore, Result, SgdStep, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What every optimizer does.
 pub trait Optimizer {
@@ -191,13 +192,37 @@ impl AdamConfig {
 /// and device.
 pub struct Adam {
     params: Params,
-    config: AdamConfig,
     /// First and second moments: parameter `i`'s at `offsets[i]..offsets[i + 1]`.
     m: Tensor,
     v: Tensor,
     offsets: Vec<usize>,
+    /// Shared with the replay hook of a captured CUDA graph (see [`Optimizer::step`]).
+    host: Arc<Mutex<AdamHost>>,
+}
+
+/// Adam's host-side state: what a step computes its constants from.
+#[derive(Debug)]
+struct AdamHost {
+    config: AdamConfig,
     /// Steps taken per parameter; 0 means it has no state yet (and its moments are zero).
     steps: Vec<u64>,
+    /// The kernel's table of per-parameter constants (a device buffer on a GPU).
+    table: AdamTable,
+}
+
+impl AdamHost {
+    /// The constants of parameter `i`'s next step.
+    fn next_step(&self, i: usize) -> AdamStep {
+        let c = self.config;
+        AdamStep {
+            lr: c.lr,
+            beta1: c.betas.0,
+            beta2: c.betas.1,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+            step: self.steps[i] + 1,
+        }
+    }
 }
 
 impl Adam {
@@ -237,20 +262,27 @@ impl Adam {
         let steps = vec![0; params.0.len()];
         Ok(Adam {
             params,
-            config,
             m,
             v,
             offsets,
-            steps,
+            host: Arc::new(Mutex::new(AdamHost {
+                config,
+                steps,
+                table: AdamTable::default(),
+            })),
         })
     }
+    fn host(&self) -> MutexGuard<'_, AdamHost> {
+        // Each operation on the state completes under the lock; a panic cannot tear it.
+        self.host.lock().unwrap_or_else(|e| e.into_inner())
+    }
     pub fn config(&self) -> AdamConfig {
-        self.config
+        self.host().config
     }
     /// How many steps parameter `name` has taken.
     pub fn steps_of(&self, name: &str) -> Option<u64> {
         let i = self.params.0.iter().position(|(n, _)| n == name)?;
-        Some(self.steps[i])
+        Some(self.host().steps[i])
     }
     /// Parameter `i`'s slice of a flat moment buffer, in the parameter's shape.
     fn moment(&self, flat: &Tensor, i: usize) -> Result<Tensor> {
@@ -261,8 +293,10 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    /// On a GPU during a CUDA graph capture, this also registers a replay hook that advances
+    /// the step counts and rewrites the kernel's table of constants (from the current
+    /// learning rate) before each replay, as this call does for the captured step.
     fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let c = self.config;
         let mut stepping = Vec::new();
         for i in 0..self.params.0.len() {
             if let Some(g) = self.params.grad("Adam.step", i, grads)? {
@@ -280,17 +314,8 @@ impl Optimizer for Adam {
             .iter()
             .map(|&(i, _)| self.offsets[i]..self.offsets[i + 1])
             .collect();
-        let steps: Vec<_> = stepping
-            .iter()
-            .map(|&(i, _)| AdamStep {
-                lr: c.lr,
-                beta1: c.betas.0,
-                beta2: c.betas.1,
-                eps: c.eps,
-                weight_decay: c.weight_decay,
-                step: self.steps[i] + 1,
-            })
-            .collect();
+        let mut host = self.host();
+        let steps: Vec<_> = stepping.iter().map(|&(i, _)| host.next_step(i)).collect();
         Storage::adam_step_fused(
             &mut params,
             &grads,
@@ -298,25 +323,40 @@ impl Optimizer for Adam {
             &mut self.v.storage_mut(),
             &ranges,
             &steps,
+            &mut host.table,
         )?;
         for &(i, _) in &stepping {
-            self.steps[i] += 1;
+            host.steps[i] += 1;
+        }
+        if graph::capturing() {
+            let shared = self.host.clone();
+            let stepped: Vec<usize> = stepping.iter().map(|&(i, _)| i).collect();
+            graph::on_replay(move || {
+                let mut host = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let steps: Vec<_> = stepped.iter().map(|&i| host.next_step(i)).collect();
+                host.table.restep(&steps)?;
+                for &i in &stepped {
+                    host.steps[i] += 1;
+                }
+                Ok(())
+            });
         }
         Ok(())
     }
     fn lr(&self) -> f64 {
-        self.config.lr
+        self.host().config.lr
     }
     fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
+        self.host().config.lr = lr;
     }
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
+        let host = self.host();
         for (i, (name, _)) in self.params.0.iter().enumerate() {
-            if self.steps[i] > 0 {
+            if host.steps[i] > 0 {
                 out.push((format!("{name}.exp_avg"), self.moment(&self.m, i)?));
                 out.push((format!("{name}.exp_avg_sq"), self.moment(&self.v, i)?));
-                out.push((format!("{name}.step"), step_tensor(self.steps[i])?));
+                out.push((format!("{name}.step"), step_tensor(host.steps[i])?));
             }
         }
         Ok(out)
@@ -377,7 +417,7 @@ impl Optimizer for Adam {
         };
         self.m = concat(ms)?;
         self.v = concat(vs)?;
-        self.steps = steps;
+        self.host().steps = steps;
         Ok(())
     }
 }

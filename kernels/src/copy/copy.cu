@@ -21,3 +21,9 @@ extern "C" __global__ void scatter_strided(Strides s, u64 offset, const float* s
         else dst[offset + at] = src[i];
     }
 }
+
+// `n` copies of `value` (constants such as a loss's all-ones target, made on the device so that
+// a captured graph can hold them).
+extern "C" __global__ void fill(float* dst, float value, u64 n) {
+    FOR_EACH(i, n) dst[i] = value;
+}

@@ -58,3 +58,12 @@ pub fn scatter(
     }
     Ok(())
 }
+
+/// A buffer of `n` copies of `value`.
+pub fn fill(gpu: &Gpu, value: f32, n: usize) -> Result<CudaSlice<f32>> {
+    let mut dst = gpu.alloc_f32(n)?;
+    if n > 0 {
+        cuda_launch!(gpu, SOURCE, "fill", grid_1d(n), [&mut dst, &value, &n64(n)])?;
+    }
+    Ok(dst)
+}

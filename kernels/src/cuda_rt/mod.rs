@@ -18,6 +18,11 @@
 //!   `f32` buffers go back to a pool keyed by exact length ([`Gpu::recycle`]) and the next request
 //!   of that length reuses one, so a training step at fixed shapes allocates nothing after the
 //!   first step.
+//! - **Graphs.** That stream is a created one, not the legacy default stream, because only a
+//!   created stream can be captured into a CUDA graph ([`Gpu::begin_capture`]). While a capture
+//!   runs, the pool hands out and takes back buffers for the graph alone (`pool.rs`), and the
+//!   calls a graph cannot hold (copies to or from host memory, synchronisation, allocation) are
+//!   refused with an error that says so.
 
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, ValidAsZeroBits,
@@ -28,6 +33,23 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use cudarc::driver::{CudaSlice, PushKernelArg};
+
+mod pool;
+use pool::{Pool, PoolBuf};
+
+impl PoolBuf for CudaSlice<f32> {
+    fn elems(&self) -> usize {
+        self.len()
+    }
+    fn bytes(&self) -> usize {
+        self.len() * 4
+    }
+    fn addr(&self) -> u64 {
+        use cudarc::driver::DevicePtr;
+        // Reading the address records nothing: event tracking is off (see `gpu`).
+        self.device_ptr(self.stream()).0
+    }
+}
 
 /// A failure of the CUDA path, as a message naming what failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,16 +178,12 @@ pub struct Gpu {
     name: String,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// A second stream for the host-to-device writes a capture must not record
+    /// ([`Gpu::write_outside_graph`]).
+    side: Arc<CudaStream>,
     functions: Mutex<HashMap<(&'static str, &'static str), CudaFunction>>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    pool: Mutex<Pool>,
-}
-
-#[derive(Default)]
-struct Pool {
-    free: HashMap<usize, Vec<CudaSlice<f32>>>,
-    bytes: usize,
-    allocations: u64,
+    pool: Mutex<Pool<CudaSlice<f32>>>,
 }
 
 /// The most free bytes the pool keeps per device; past it, freed buffers go back to the driver.
@@ -217,16 +235,23 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>> {
     let ctx = driver(&what, CudaContext::new(ordinal))?;
     let (major, minor) = driver(&what, ctx.compute_capability())?;
     let name = driver(&what, ctx.name())?;
-    let stream = ctx.default_stream();
+    // SAFETY: every buffer is used on this device's one stream (`side` only writes buffers
+    // that stream is not using: see `write_outside_graph`), so cudarc's per-buffer events, which
+    // order buffers shared between streams, are not needed. Without them nothing records an
+    // event during a capture, which a graph could not hold.
+    unsafe { ctx.disable_event_tracking() };
+    let stream = driver(&what, ctx.new_stream())?;
+    let side = driver(&what, ctx.new_stream())?;
     let g = Arc::new(Gpu {
         ordinal,
         arch: (major as u32, minor as u32),
         name,
         ctx,
         stream,
+        side,
         functions: Default::default(),
         modules: Default::default(),
-        pool: Default::default(),
+        pool: Mutex::new(Pool::new(POOL_CAP_BYTES)),
     });
     gpus.insert(ordinal, g.clone());
     Ok(g)
@@ -293,11 +318,17 @@ impl Gpu {
         let len = len.max(1);
         {
             let mut pool = self.pool.lock().expect("poisoned");
-            if let Some(b) = pool.free.get_mut(&len).and_then(Vec::pop) {
-                pool.bytes -= len * 4;
+            if let Some(b) = pool.take(len) {
                 return Ok(b);
             }
-            pool.allocations += 1;
+            if pool.capturing().is_some() {
+                return Err(CudaError(format!(
+                    "CUDA graph capture on cuda:{}: the step needed a new buffer of {len} f32, \
+                     which a graph cannot allocate; run the step once without capture first \
+                     so that the pool holds every buffer it uses",
+                    self.ordinal
+                )));
+            }
         }
         // SAFETY: the buffer is uninitialised; every caller overwrites it before reading.
         driver(
@@ -308,6 +339,7 @@ impl Gpu {
 
     /// A zero-filled `f32` buffer of `len` values.
     pub fn zeros_f32(&self, len: usize) -> Result<CudaSlice<f32>> {
+        // A memset is a graph node, so this is allowed during a capture.
         let mut b = self.alloc_f32(len)?;
         driver("zeroing a buffer", self.stream.memset_zeros(&mut b))?;
         Ok(b)
@@ -315,29 +347,45 @@ impl Gpu {
 
     /// Returns a buffer to the pool (or to the driver, once the pool holds its cap).
     pub fn recycle(&self, b: CudaSlice<f32>) {
-        let mut pool = self.pool.lock().expect("poisoned");
-        if pool.bytes + b.len() * 4 <= POOL_CAP_BYTES {
-            pool.bytes += b.len() * 4;
-            pool.free.entry(b.len()).or_default().push(b);
-        }
+        let over = self.pool.lock().expect("poisoned").put(b);
+        drop(over);
     }
 
     /// How many buffers this device has allocated from the driver so far (the pool's misses),
     /// and the bytes now free in the pool.
     pub fn pool_stats(&self) -> (u64, usize) {
         let pool = self.pool.lock().expect("poisoned");
-        (pool.allocations, pool.bytes)
+        (pool.allocations, pool.free_bytes())
     }
 
-    /// Frees every pooled buffer.
+    /// Frees every pooled buffer (captured graphs keep theirs).
     pub fn release_buffers(&self) {
-        let mut pool = self.pool.lock().expect("poisoned");
-        pool.free.clear();
-        pool.bytes = 0;
+        let freed = self.pool.lock().expect("poisoned").drain();
+        drop(freed);
+    }
+
+    /// An error when a graph is being captured on this device: `what` (a host copy, a
+    /// synchronisation, an allocation outside the pool) cannot be part of a graph.
+    fn not_capturing(&self, what: &str) -> Result<()> {
+        match self.pool.lock().expect("poisoned").capturing() {
+            None => Ok(()),
+            Some(_) => Err(CudaError(format!(
+                "{what} on cuda:{} while a CUDA graph is being captured: a graph can hold \
+                 only device work (kernels, device copies, memsets), so the captured step \
+                 must take its inputs from device buffers and read its results after replay",
+                self.ordinal
+            ))),
+        }
+    }
+
+    /// Whether a CUDA graph is being captured on this device.
+    pub fn is_capturing(&self) -> bool {
+        self.pool.lock().expect("poisoned").capturing().is_some()
     }
 
     /// A zero-filled buffer of any plain type (indices, tables).
     pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.not_capturing("allocating a buffer outside the pool")?;
         driver(
             "allocating a buffer",
             self.stream.alloc_zeros::<T>(len.max(1)),
@@ -346,6 +394,7 @@ impl Gpu {
 
     /// A copy of `data` on the device.
     pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        self.not_capturing("copying host values to a new buffer")?;
         driver(
             &format!("copying {} values to cuda:{}", data.len(), self.ordinal),
             self.stream.clone_htod(data),
@@ -354,6 +403,7 @@ impl Gpu {
 
     /// An `f32` copy of `data` on the device, in a pooled buffer.
     pub fn upload_f32(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
+        self.not_capturing("copying host values to the device")?;
         let mut b = self.alloc_f32(data.len())?;
         if !data.is_empty() {
             driver(
@@ -370,6 +420,7 @@ impl Gpu {
         buf: &CudaSlice<T>,
         len: usize,
     ) -> Result<Vec<T>> {
+        self.not_capturing("copying values to the host")?;
         let mut out = vec![T::default(); len];
         if len > 0 {
             driver(
@@ -394,10 +445,170 @@ impl Gpu {
 
     /// Waits until every kernel queued so far has finished, and reports a failure of any.
     pub fn synchronize(&self) -> Result<()> {
+        self.not_capturing("waiting for the device")?;
         driver(
             &format!("synchronising cuda:{}", self.ordinal),
             self.stream.synchronize(),
         )
+    }
+
+    /// Copies `data` into the start of an existing buffer, in stream order (not during a
+    /// capture: the graph would read the host memory at replay).
+    pub fn write<T: DeviceRepr>(&self, data: &[T], dst: &mut CudaSlice<T>) -> Result<()> {
+        self.not_capturing("copying host values to the device")?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        driver(
+            &format!("copying {} values to cuda:{}", data.len(), self.ordinal),
+            self.stream
+                .memcpy_htod(data, &mut dst.slice_mut(..data.len())),
+        )
+    }
+
+    /// Copies the first `len` values of `src` into `dst` on the device (a graph node when
+    /// captured).
+    pub fn copy_into(
+        &self,
+        src: &CudaSlice<f32>,
+        dst: &mut CudaSlice<f32>,
+        len: usize,
+    ) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        driver(
+            "copying on the device",
+            self.stream
+                .memcpy_dtod(&src.slice(..len), &mut dst.slice_mut(..len)),
+        )
+    }
+
+    /// Writes `data` into `dst` now, not as part of a graph being captured: a table of per-step
+    /// constants that captured kernels read through a pointer, and that the host rewrites before
+    /// every replay. Outside a capture it is [`Gpu::write`]. During one the copy runs on a side
+    /// stream and is waited for; the main stream is idle then ([`Gpu::begin_capture`] waits for
+    /// it), so no queued kernel can be reading `dst`.
+    pub fn write_outside_graph<T: DeviceRepr>(
+        &self,
+        data: &[T],
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        if !self.is_capturing() {
+            return self.write(data, dst);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let what = format!(
+            "writing {} values to cuda:{} beside a capture",
+            data.len(),
+            self.ordinal
+        );
+        driver(
+            &what,
+            self.side
+                .memcpy_htod(data, &mut dst.slice_mut(..data.len())),
+        )?;
+        driver(&what, self.side.synchronize())
+    }
+
+    /// Starts capturing this device's stream into a graph: kernels and device copies queued
+    /// from now on are recorded, not run, until [`Gpu::end_capture`]. Waits for queued work
+    /// first. Every buffer handed out or freed until then becomes the graph's (`pool.rs`).
+    pub fn begin_capture(&self) -> Result<()> {
+        self.synchronize()?;
+        let id = self
+            .pool
+            .lock()
+            .expect("poisoned")
+            .begin()
+            .map_err(|e| CudaError(format!("begin_capture on cuda:{}: {e}", self.ordinal)))?;
+        // Relaxed: the capture does not forbid calls outside the stream (loading a module,
+        // setting a kernel attribute); what cannot be captured is refused by `not_capturing`.
+        let mode = cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
+        if let Err(e) = driver(
+            &format!("beginning a graph capture on cuda:{}", self.ordinal),
+            self.stream.begin_capture(mode),
+        ) {
+            drop(self.pool.lock().expect("poisoned").release(id));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Ends the capture begun by [`Gpu::begin_capture`] and instantiates the graph. On failure
+    /// (a call during the capture invalidated it) the graph's buffers go back to the pool.
+    pub fn end_capture(self: &Arc<Self>) -> Result<Graph> {
+        let id = {
+            let mut pool = self.pool.lock().expect("poisoned");
+            let id = pool.capturing().ok_or_else(|| {
+                CudaError(format!(
+                    "end_capture on cuda:{}: no capture to end",
+                    self.ordinal
+                ))
+            })?;
+            pool.end();
+            id
+        };
+        let flags = cudarc::driver::sys::CUgraphInstantiate_flags(0);
+        match self.stream.end_capture(flags) {
+            Ok(Some(graph)) => Ok(Graph {
+                graph,
+                gpu: self.clone(),
+                id,
+            }),
+            other => {
+                drop(self.pool.lock().expect("poisoned").release(id));
+                Err(CudaError(format!(
+                    "ending the graph capture on cuda:{}: {}",
+                    self.ordinal,
+                    match other {
+                        Err(e) => format!("CUDA driver error {e:?}"),
+                        _ => "the capture recorded nothing".into(),
+                    }
+                )))
+            }
+        }
+    }
+}
+
+/// A captured, instantiated CUDA graph and the buffers it was captured with. Dropping it
+/// returns those buffers to the device's pool.
+pub struct Graph {
+    graph: cudarc::driver::CudaGraph,
+    gpu: Arc<Gpu>,
+    id: u64,
+}
+
+impl Graph {
+    /// Queues one replay of the graph on the device's stream.
+    pub fn launch(&self) -> Result<()> {
+        self.gpu.not_capturing("launching a graph")?;
+        driver(
+            &format!("launching a CUDA graph on cuda:{}", self.gpu.ordinal),
+            self.graph.launch(),
+        )
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        // The graph's last replay may still be running; its buffers must not be handed out
+        // before it ends. A failure here is reported by the next call on the stream.
+        let _ = self.gpu.synchronize();
+        let freed = self.gpu.pool.lock().expect("poisoned").release(self.id);
+        drop(freed);
+    }
+}
+
+impl fmt::Debug for Graph {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Graph(cuda:{}, #{})", self.gpu.ordinal, self.id)
     }
 }
 

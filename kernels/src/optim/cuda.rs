@@ -3,7 +3,7 @@
 use super::{AdamStep, SgdStep};
 use crate::cuda_launch;
 use crate::cuda_rt::{grid_1d, n64, ptr_or_null, Gpu, Result, Source, BLOCK};
-use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, LaunchConfig};
+use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, ValidAsZeroBits};
 
 pub const SOURCE: Source = Source {
     name: "optim",
@@ -33,47 +33,112 @@ pub struct AdamSegment {
 
 // SAFETY: `repr(C)`, integers and floats only, laid out as `struct AdamSegment` in `optim.cu`.
 unsafe impl DeviceRepr for AdamSegment {}
+// SAFETY: all-zero bits are a valid value of every field (null pointers, zeros).
+unsafe impl ValidAsZeroBits for AdamSegment {}
+
+/// The device-side table of [`adam_step_fused`]: one [`AdamSegment`] per stepped parameter.
+///
+/// It lives as long as its optimizer, so that a captured graph's Adam launch, which bakes in
+/// the table's address, reads whatever the host last wrote there: before each replay the host
+/// calls [`AdamTable::restep`] with the next step's constants.
+#[derive(Default)]
+pub struct AdamTable {
+    host: Vec<AdamSegment>,
+    dev: Option<CudaSlice<AdamSegment>>,
+    /// The longest segment, for the launch's grid.
+    longest: usize,
+}
+
+impl std::fmt::Debug for AdamTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdamTable({} segments)", self.host.len())
+    }
+}
+
+impl AdamSegment {
+    /// Sets the constants of one step: the bias corrections fold into `neg_step` and
+    /// `bc2_sqrt`, computed in f64 on the host exactly as the CPU step does.
+    fn set_step(&mut self, h: &AdamStep) {
+        self.neg_step = -h.step_size() as f32;
+        self.bc2_sqrt = h.bias_correction2_sqrt() as f32;
+        self.one_minus_b1 = (1.0 - h.beta1) as f32;
+        self.b2 = h.beta2 as f32;
+        self.one_minus_b2 = (1.0 - h.beta2) as f32;
+        self.eps = h.eps as f32;
+        self.weight_decay = h.weight_decay as f32;
+    }
+}
+
+impl AdamTable {
+    /// Writes the host table to the device, outside any graph being captured (see
+    /// [`Gpu::write_outside_graph`]). The device buffer is allocated on first use and again
+    /// only when the table grows.
+    fn upload(&mut self, gpu: &Gpu) -> Result<()> {
+        let n = self.host.len();
+        if self.dev.as_ref().is_none_or(|d| d.len() < n) {
+            self.dev = Some(gpu.zeros::<AdamSegment>(n)?);
+        }
+        gpu.write_outside_graph(&self.host, self.dev.as_mut().expect("allocated above"))
+    }
+
+    /// Rewrites the per-step constants (one [`AdamStep`] per segment, in the order of the last
+    /// [`adam_step_fused`]) and writes the table to the device, for a replay of a captured step.
+    pub fn restep(&mut self, gpu: &Gpu, steps: &[AdamStep]) -> Result<()> {
+        if steps.len() != self.host.len() {
+            return Err(crate::cuda_rt::CudaError(format!(
+                "Adam table: {} steps for {} segments",
+                steps.len(),
+                self.host.len()
+            )));
+        }
+        for (s, h) in self.host.iter_mut().zip(steps) {
+            s.set_step(h);
+        }
+        self.upload(gpu)
+    }
+}
 
 /// One Adam step for every parameter at once: parameter `i` (`params[i]`, `len` values) with
 /// gradient `grads[i]` keeps its moments at `moment_offsets[i]..` of the flat `m` and `v`.
-/// The per-parameter constants go to the device as one small table.
+/// The per-parameter constants go to the device in `table`, which the caller keeps.
 pub fn adam_step_fused(
     gpu: &Gpu,
+    table: &mut AdamTable,
     params: &mut [&mut CudaSlice<f32>],
     grads: &[&CudaSlice<f32>],
     (m, v): (&mut CudaSlice<f32>, &mut CudaSlice<f32>),
     segments: &[(usize, usize, AdamStep)],
 ) -> Result<()> {
     let stream = gpu.stream();
-    let mut table = Vec::with_capacity(params.len());
-    let mut longest = 0;
+    table.host.clear();
+    table.longest = 0;
     for ((p, g), &(offset, len, h)) in params.iter_mut().zip(grads).zip(segments) {
-        longest = longest.max(len);
-        table.push(AdamSegment {
+        table.longest = table.longest.max(len);
+        let mut s = AdamSegment {
             param: p.device_ptr(stream).0,
             grad: g.device_ptr(stream).0,
             moment_offset: offset as u64,
             len: len as u64,
-            neg_step: -h.step_size() as f32,
-            bc2_sqrt: h.bias_correction2_sqrt() as f32,
-            one_minus_b1: (1.0 - h.beta1) as f32,
-            b2: h.beta2 as f32,
-            one_minus_b2: (1.0 - h.beta2) as f32,
-            eps: h.eps as f32,
-            weight_decay: h.weight_decay as f32,
-            pad: 0.0,
-        });
+            ..Default::default()
+        };
+        s.set_step(&h);
+        table.host.push(s);
     }
-    if table.is_empty() || longest == 0 {
+    if table.host.is_empty() || table.longest == 0 {
         return Ok(());
     }
-    let table = gpu.upload(&table)?;
+    table.upload(gpu)?;
     let cfg = LaunchConfig {
-        grid_dim: (grid_1d(longest).grid_dim.0.min(1024), table.len() as u32, 1),
+        grid_dim: (
+            grid_1d(table.longest).grid_dim.0.min(1024),
+            table.host.len() as u32,
+            1,
+        ),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
-    cuda_launch!(gpu, SOURCE, "adam_fused", cfg, [&table, m, v])
+    let dev = table.dev.as_ref().expect("uploaded above");
+    cuda_launch!(gpu, SOURCE, "adam_fused", cfg, [dev, m, v])
 }
 
 /// One SGD step in place.

@@ -2,7 +2,7 @@
 
 use crate::init::{constant, positive};
 use crate::module::{Mode, Module, Slot};
-use gantry_core::{DType, Device, Error, Result, Tensor, UnaryOp};
+use gantry_core::{no_grad, DType, Device, Error, Result, Tensor, UnaryOp};
 
 /// Batch normalisation over the channels of `[n, c, h, w]`, as PyTorch's `nn.BatchNorm2d`.
 ///
@@ -94,10 +94,36 @@ impl BatchNorm2d {
         let tracked = r.num_batches_tracked.to_vec::<i64>()?[0] + 1;
         r.num_batches_tracked
             .set(&Tensor::from_vec(vec![tracked], (), Device::Cpu)?)?;
+        if gantry_core::graph::capturing() {
+            if self.momentum.is_none() {
+                return Err(Error::invalid(
+                    "BatchNorm2d",
+                    "momentum None (a cumulative average) changes its blend factor every \
+                     batch, which a captured CUDA graph cannot follow; set a momentum",
+                ));
+            }
+            // The counter lives on the host; a replay runs no host code, so count there.
+            let counter = r.num_batches_tracked.clone();
+            gantry_core::graph::on_replay(move || {
+                let n = counter.to_vec::<i64>()?[0] + 1;
+                counter.set(&Tensor::from_vec(vec![n], (), Device::Cpu)?)
+            });
+        }
         let m = self.momentum.unwrap_or(1.0 / tracked as f64);
         // The running variance is the unbiased one: the biased batch variance times m/(m−1).
         let unbias = count as f64 / (count as f64 - 1.0);
         let blend = |running: &Tensor, batch: &Tensor, scale: f64| -> Result<()> {
+            if let Device::Cuda(_) = running.device() {
+                // On the device, in f32 as PyTorch's CUDA kernel does, and into the running
+                // tensor's own buffer (`set` copies in place), so that no step waits for the
+                // host and a captured graph can hold the update.
+                let new = no_grad(|| {
+                    running
+                        .mul_scalar(1.0 - m)?
+                        .add(&batch.detach().mul_scalar(m * scale)?)
+                })?;
+                return running.set(&new);
+            }
             let new: Vec<f64> = running
                 .to_f64_vec()?
                 .iter()
