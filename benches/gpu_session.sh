@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything to run on a GPU machine in one call, from binaries built here (x86-64):
 #
-#   cargo build --release && cargo test --release --no-run
+#   cargo build --release --features cudnn && cargo test --release --no-run
 #   mkdir -p gpu-bin && cp target/release/gantry gpu-bin/ && \
 #     cp "$(ls -t target/release/deps/cuda_parity-* | grep -v '\.d$' | head -n 1)" gpu-bin/cuda_parity
 #   # then, on the GPU machine, with gpu-bin carried along:
@@ -15,6 +15,9 @@ bin="${1:-gpu-bin}"
 nvrtc="$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null)"
 lib="$(find "${nvrtc:-/nonexistent}" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)"
 [ -n "$lib" ] && export LD_LIBRARY_PATH="$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# cuDNN for the in-process baseline of `bench conv` (PyTorch's wheel ships it).
+cudnn="$(find "${nvrtc:-/nonexistent}" /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu -name 'libcudnn.so*' 2>/dev/null | head -n 1)"
+[ -n "$cudnn" ] && export LD_LIBRARY_PATH="$(dirname "$cudnn"):$LD_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 "$bin/gantry" info
 echo "== gantry check --device cuda"; "$bin/gantry" check --device cuda
@@ -35,7 +38,9 @@ echo "== the conv ladder, every rung, batch 128 (DCGAN) and 16 (SRResNet 3x3)"
 "$bin/gantry" bench conv --device cuda --batch-size 128
 echo "== PyTorch + cuDNN on the same layers (cudnn.benchmark, fp32/tf32/bf16)"
 for p in f32 tf32 bf16; do python3 benches/pytorch_conv_layers.py --device cuda --batch-size 128 --precision "$p"; done
-for p in bf16 f16; do
-    echo "== DCGAN step in $p"
-    "$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision "$p"
-done
+echo "== DCGAN step, batch 128, bf16: CUDA graph, eager, and PyTorch eager + autocast bf16"
+"$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision bf16
+"$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision bf16 --no-cuda-graph
+python3 benches/pytorch_dcgan_step.py --device cuda --batch-size 128 --iters 20 --precision bf16
+echo "== DCGAN step in f16 (eager: loss scaling decides on the host)"
+"$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision f16

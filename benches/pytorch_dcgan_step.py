@@ -9,7 +9,11 @@ with the same keys as `gantry bench dcgan --json`.
     python benches/pytorch_dcgan_step.py --device cuda --batch-size 128 --iters 50
 
 On CUDA it runs eager mode with cuDNN (`cudnn.benchmark = True`), f32 (TF32 off, as gantry's
-f32 kernels), and synchronises before reading the clock.
+f32 kernels), and synchronises before reading the clock. `--precision bf16` runs the forward
+passes and losses under `torch.autocast(dtype=torch.bfloat16)` (f32 master weights), the
+baseline of `gantry bench dcgan --device cuda --precision bf16`.
+
+    python benches/pytorch_dcgan_step.py --device cuda --batch-size 128 --precision bf16
 """
 
 import argparse
@@ -25,6 +29,7 @@ p.add_argument("--batch-size", type=int, default=64)
 p.add_argument("--image-size", type=int, default=64)
 p.add_argument("--iters", type=int, default=10)
 p.add_argument("--device", default="cpu")
+p.add_argument("--precision", choices=["f32", "bf16"], default="f32")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 dev = torch.device(a.device)
@@ -63,15 +68,22 @@ def sync():
         torch.cuda.synchronize()
 
 
+def autocast():
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
+
+
 def step():
     z = torch.randn(a.batch_size, nz, 1, 1, device=dev)
-    fake = G(z)
+    with autocast():
+        fake = G(z)
     D.zero_grad()
-    ld = loss(D(real).view(-1), ones) + loss(D(fake.detach()).view(-1), zeros)
+    with autocast():
+        ld = loss(D(real).view(-1), ones) + loss(D(fake.detach()).view(-1), zeros)
     ld.backward()
     opt_d.step()
     G.zero_grad()
-    lg = loss(D(fake).view(-1), ones)
+    with autocast():
+        lg = loss(D(fake).view(-1), ones)
     lg.backward()
     opt_g.step()
 
@@ -88,5 +100,6 @@ for _ in range(a.iters):
 ms.sort()
 med = ms[len(ms) // 2]
 print(json.dumps({"model": "dcgan", "framework": f"torch {torch.__version__}", "batch_size": a.batch_size,
-                  "image_size": a.image_size, "threads": a.threads, "device": a.device, "iters": len(ms),
+                  "image_size": a.image_size, "threads": a.threads, "device": a.device,
+                  "precision": a.precision, "iters": len(ms),
                   "step_ms": med, "step_ms_min": ms[0], "images_per_s": a.batch_size / (med / 1e3)}))

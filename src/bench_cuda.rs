@@ -1,6 +1,7 @@
 //! `gantry bench conv --device cuda`: every rung of the CUDA conv ladder on the DCGAN layer set
 //! and the SRResNet 3x3 layer, forward, backward-data, backward-weight and the three together,
-//! each against the direct rung measured in the same process.
+//! each against a baseline measured in the same process: cuDNN at the rung's precision when
+//! built with the `cudnn` feature (`src/bench_cudnn.rs`), the direct rung otherwise.
 //!
 //! Times are CUDA-event free wall times around a device synchronise, median of repeated calls
 //! (each call includes the tensor-core rungs' packs: their layout change is part of their cost).
@@ -35,6 +36,8 @@ pub fn peak_tflops(gpu: &Gpu, rung: CudaConv) -> Option<f64> {
 /// contains `filter`).
 pub fn conv(gpu: &Gpu, batch: usize, filter: Option<&str>) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
+    #[cfg(feature = "cudnn")]
+    let cudnn = crate::bench_cudnn::handle(gpu)?;
     for l in standard_layers(batch) {
         if filter.is_some_and(|f| !l.name.contains(f)) {
             continue;
@@ -80,15 +83,31 @@ pub fn conv(gpu: &Gpu, batch: usize, filter: Option<&str>) -> Result<Vec<Row>> {
             ("fwd_bwd", &[0, 1, 2], 3.0),
         ];
         for (pass, passes, mult) in pass_sets {
-            let base = time(CudaConv::Direct, passes)?;
+            let direct = time(CudaConv::Direct, passes)?;
             for rung in CudaConv::ALL {
                 if !rung.supported(gpu) {
                     continue;
                 }
                 let ms = if rung == CudaConv::Direct {
-                    base
+                    direct
                 } else {
                     time(rung, passes)?
+                };
+                #[cfg(not(feature = "cudnn"))]
+                let (baseline, base) = ("direct", direct);
+                #[cfg(feature = "cudnn")]
+                let (baseline, base) = {
+                    let mut sum = 0.0;
+                    for &p in passes {
+                        // The pass as the layer runs it (see `run`).
+                        let p = match (l.transposed, p) {
+                            (true, 0) => 1,
+                            (true, 1) => 0,
+                            (_, p) => p,
+                        };
+                        sum += crate::bench_cudnn::time_pass(&cudnn, gpu, g, rung, p)?;
+                    }
+                    ("cudnn", sum)
                 };
                 rows.push(Row {
                     bench: "conv-cuda",
@@ -99,7 +118,7 @@ pub fn conv(gpu: &Gpu, batch: usize, filter: Option<&str>) -> Result<Vec<Row>> {
                     flops: g.flops() * mult,
                     // Row works in GFLOP/s.
                     peak_gflops: peak_tflops(gpu, rung).map_or(f64::NAN, |t| t * 1e3),
-                    baseline: "direct",
+                    baseline,
                     baseline_ms: base,
                 });
             }

@@ -2,6 +2,8 @@
 
 mod bench;
 mod bench_cuda;
+#[cfg(feature = "cudnn")]
+mod bench_cudnn;
 mod cycle_cli;
 mod sr_cli;
 mod style_cli;
