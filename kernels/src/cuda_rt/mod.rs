@@ -599,7 +599,9 @@ impl Graph {
 impl Drop for Graph {
     fn drop(&mut self) {
         // The graph's last replay may still be running; its buffers must not be handed out
-        // before it ends. A failure here is reported by the next call on the stream.
+        // before it ends. During another capture the wait is refused, but then none can be:
+        // `begin_capture` waited for the stream and launches are refused until the capture
+        // ends. A device failure here is reported by the next call on the stream.
         let _ = self.gpu.synchronize();
         let freed = self.gpu.pool.lock().expect("poisoned").release(self.id);
         drop(freed);

@@ -38,15 +38,19 @@ unsafe impl ValidAsZeroBits for AdamSegment {}
 
 /// The device-side table of [`adam_step_fused`]: one [`AdamSegment`] per stepped parameter.
 ///
-/// It lives as long as its optimizer, so that a captured graph's Adam launch, which bakes in
-/// the table's address, reads whatever the host last wrote there: before each replay the host
-/// calls [`AdamTable::restep`] with the next step's constants.
+/// It lives as long as its optimizer. A step captured into a CUDA graph bakes in the address
+/// of the table it launched with, so a capture takes that buffer for the graph (`captured`):
+/// before each replay the host rewrites it with the next step's constants
+/// ([`AdamTable::restep`]), and an eager step taken meanwhile (a batch of another size) gets a
+/// buffer of its own, leaving the graph's rows (its parameter and gradient addresses) intact.
 #[derive(Default)]
 pub struct AdamTable {
     host: Vec<AdamSegment>,
     dev: Option<CudaSlice<AdamSegment>>,
     /// The longest segment, for the launch's grid.
     longest: usize,
+    /// The rows and buffer of the last captured step.
+    captured: Option<(Vec<AdamSegment>, CudaSlice<AdamSegment>)>,
 }
 
 impl std::fmt::Debug for AdamTable {
@@ -81,20 +85,25 @@ impl AdamTable {
         gpu.write_outside_graph(&self.host, self.dev.as_mut().expect("allocated above"))
     }
 
-    /// Rewrites the per-step constants (one [`AdamStep`] per segment, in the order of the last
-    /// [`adam_step_fused`]) and writes the table to the device, for a replay of a captured step.
+    /// Rewrites the per-step constants of the captured step's table (one [`AdamStep`] per
+    /// segment, in the captured order) on the device, for a replay.
     pub fn restep(&mut self, gpu: &Gpu, steps: &[AdamStep]) -> Result<()> {
-        if steps.len() != self.host.len() {
+        let Some((rows, dev)) = &mut self.captured else {
+            return Err(crate::cuda_rt::CudaError(
+                "Adam table: no captured step to replay".into(),
+            ));
+        };
+        if steps.len() != rows.len() {
             return Err(crate::cuda_rt::CudaError(format!(
-                "Adam table: {} steps for {} segments",
+                "Adam table: {} steps for {} captured segments",
                 steps.len(),
-                self.host.len()
+                rows.len()
             )));
         }
-        for (s, h) in self.host.iter_mut().zip(steps) {
+        for (s, h) in rows.iter_mut().zip(steps) {
             s.set_step(h);
         }
-        self.upload(gpu)
+        gpu.write(rows, dev)
     }
 }
 
@@ -128,6 +137,11 @@ pub fn adam_step_fused(
         return Ok(());
     }
     table.upload(gpu)?;
+    if gpu.is_capturing() {
+        // The graph keeps this buffer; the next eager step allocates another.
+        let dev = table.dev.take().expect("uploaded above");
+        table.captured = Some((table.host.clone(), dev));
+    }
     let cfg = LaunchConfig {
         grid_dim: (
             grid_1d(table.longest).grid_dim.0.min(1024),
@@ -137,7 +151,12 @@ pub fn adam_step_fused(
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
-    let dev = table.dev.as_ref().expect("uploaded above");
+    // The eager buffer, or during a capture the one just handed to the graph.
+    let dev = table
+        .dev
+        .as_ref()
+        .or(table.captured.as_ref().map(|(_, d)| d))
+        .expect("uploaded above");
     cuda_launch!(gpu, SOURCE, "adam_fused", cfg, [dev, m, v])
 }
 
