@@ -218,7 +218,7 @@ impl CudaGraphStep {
         let z = net.noise(real.dims()[0], rng)?;
         if let Some(c) = &mut self.captured {
             if c.real.dims() == real.dims() {
-                c.real.set(&real.to_dtype(DType::F32)?)?;
+                c.real.set(real)?;
                 c.z.set(&z)?;
                 c.graph.replay()?;
                 return c.out.read();
@@ -236,8 +236,7 @@ impl CudaGraphStep {
             return c.out.read();
         }
         self.eager_steps += 1;
-        let (real, z) = (real.to_device(device)?, z.to_device(device)?);
-        net.step_tensors(&real, &z, smoothing)?.read()
+        net.step_with_noise(real, &z, smoothing)
     }
 
     /// Whether the step has been captured.
@@ -320,9 +319,14 @@ impl Dcgan {
 
     /// One D and one G update on a real batch. `rng` draws the noise.
     pub fn step(&mut self, real: &Tensor, rng: &mut Rng, smoothing: f64) -> Result<StepStats> {
+        let z = self.noise(real.dims()[0], rng)?;
+        self.step_with_noise(real, &z, smoothing)
+    }
+
+    /// [`Dcgan::step`] with the noise given: both are moved to the networks' device.
+    fn step_with_noise(&mut self, real: &Tensor, z: &Tensor, smoothing: f64) -> Result<StepStats> {
         let device = self.device();
-        let real = real.to_device(device)?;
-        let z = self.noise(real.dims()[0], rng)?.to_device(device)?;
+        let (real, z) = (real.to_device(device)?, z.to_device(device)?);
         self.step_tensors(&real, &z, smoothing)?.read()
     }
 
