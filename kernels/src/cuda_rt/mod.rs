@@ -405,12 +405,7 @@ impl Gpu {
     pub fn upload_f32(&self, data: &[f32]) -> Result<CudaSlice<f32>> {
         self.not_capturing("copying host values to the device")?;
         let mut b = self.alloc_f32(data.len())?;
-        if !data.is_empty() {
-            driver(
-                "copying to the device",
-                self.stream.memcpy_htod(data, &mut b),
-            )?;
-        }
+        self.write(data, &mut b)?;
         Ok(b)
     }
 
