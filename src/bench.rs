@@ -221,6 +221,7 @@ pub fn gantry_impl(variant: ConvVariant) -> ConvImpl {
         ConvVariant::Im2colGemm => rung!(ConvVariant::Im2colGemm),
         ConvVariant::ImplicitGemm => rung!(ConvVariant::ImplicitGemm),
         ConvVariant::ImplicitGemmRewrite => rung!(ConvVariant::ImplicitGemmRewrite),
+        ConvVariant::ImplicitGemmPortablePack => rung!(ConvVariant::ImplicitGemmPortablePack),
     }
 }
 

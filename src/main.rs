@@ -110,6 +110,8 @@ enum ConvRung {
     Im2col,
     ImplicitGemm,
     Rewrite,
+    /// implicit-gemm with plain-loop packing (what a CPU without AVX-512 runs)
+    PortablePack,
 }
 
 impl From<ConvRung> for gantry::kernels::conv::ConvVariant {
@@ -120,6 +122,7 @@ impl From<ConvRung> for gantry::kernels::conv::ConvVariant {
             ConvRung::Im2col => V::Im2colGemm,
             ConvRung::ImplicitGemm => V::ImplicitGemm,
             ConvRung::Rewrite => V::ImplicitGemmRewrite,
+            ConvRung::PortablePack => V::ImplicitGemmPortablePack,
         }
     }
 }

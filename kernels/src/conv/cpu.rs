@@ -27,7 +27,14 @@
 //! of one output row; a tap reads one input row along a run, so at stride 1 a panel row is
 //! a few contiguous copies ([`gather`]). Short runs (4×4 and 8×8 outputs) and strided
 //! layers go through a table of per-column offsets shared by all channels instead, a fixed
-//! cost per value.
+//! cost per value. That is the portable form ([`Portable`](super::lanes::Portable) moves).
+//!
+//! With AVX-512 every pass packs through a [`Window`]: for a window of GEMM columns, where
+//! each spatial tap's row reads, as a few pieces that do not depend on the channel. A
+//! channel's row is then a few 16-lane copies, stride 1 or stride 2 (two loads and one
+//! permute per 16 values; see [`super::lanes`]). Backward-weight reduces over the pixels,
+//! the contiguous axis of both `x` and `dY`, so both of its operands are transposed while
+//! packing, 16×16 in registers; col2im's scatter adds a run of 16 values at a time.
 //!
 //! ## The rewrite variant ([`rewrite`])
 //!
@@ -55,6 +62,7 @@
 //! Layout: the public NCHW layout is used as is; the packing routines absorb the gathering,
 //! and rearranged inputs and weights live in per-thread scratch buffers reused between calls.
 
+use super::lanes::{Lanes, PackIsa, Portable};
 use super::Conv2dGeom;
 use crate::gemm::cpu::{gemm, write_row, DenseC, PackA, PackB, SendPtr, StoreC, Strided};
 use rayon::prelude::*;
@@ -88,14 +96,17 @@ struct Plan {
     g: Conv2dGeom,
     origin: [isize; 2],
     out: OutMap,
+    /// The vector moves the packing and stores use.
+    isa: PackIsa,
 }
 
 impl Plan {
     /// The convolution `g` itself, with a dense NCHW output.
-    fn plain(g: &Conv2dGeom) -> Plan {
+    fn plain(g: &Conv2dGeom, isa: PackIsa) -> Plan {
         let plane = g.h_out * g.w_out;
         Plan {
             g: *g,
+            isa,
             origin: [-(g.pad[0] as isize), -(g.pad[1] as isize)],
             out: OutMap {
                 offset: 0,
@@ -239,12 +250,17 @@ fn inside(first: isize, step: usize, bound: usize, count: usize) -> (usize, usiz
         let lo = (-first).clamp(0, n);
         return (lo as usize, (b - first).clamp(lo, n) as usize);
     }
-    let lo = if first >= 0 { 0 } else { (-first + s - 1) / s }.min(n);
-    let hi = if first >= b {
-        0
-    } else {
-        (b - first + s - 1) / s
+    // Both numerators are positive; a shift at stride 2 (the DCGAN layers) keeps the
+    // division out of the per-run work.
+    let div_ceil = |v: isize| {
+        if s == 2 {
+            (v + 1) >> 1
+        } else {
+            (v + s - 1) / s
+        }
     };
+    let lo = if first >= 0 { 0 } else { div_ceil(-first) }.min(n);
+    let hi = if first >= b { 0 } else { div_ceil(b - first) };
     (lo as usize, hi.clamp(lo, n) as usize)
 }
 
@@ -313,6 +329,29 @@ struct Im2col<'a> {
 
 impl PackB for Im2col<'_> {
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+        match self.p.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: PackIsa::Avx512 is chosen only on CPUs with AVX-512F.
+            PackIsa::Avx512 => unsafe {
+                x86::im2col_panels(self.x, self.p, p0, kc, j0, nc, nr, dst)
+            },
+            _ => self.pack_b_portable(p0, kc, j0, nc, nr, dst),
+        }
+    }
+}
+
+impl Im2col<'_> {
+    /// The plain-loop packing: contiguous runs gathered one by one at stride 1, and a table
+    /// of per-column offsets for short runs and strided layers.
+    fn pack_b_portable(
+        &self,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
         let g = &self.p.g;
         // The offset table of the short-run path, reused by every panel.
         let (mut table, mut image) = (Vec::new(), Vec::new());
@@ -335,6 +374,185 @@ impl PackB for Im2col<'_> {
                 zero(&mut out[cols..]);
             }
         }
+    }
+}
+
+/// One piece of an im2col row inside a window of GEMM columns: window positions
+/// `dst..dst + len` take `x[src + ci·plane + e·stride]` for channel `ci`, `e < len`.
+#[derive(Clone, Copy)]
+struct Seg {
+    dst: usize,
+    len: usize,
+    src: usize,
+}
+
+/// Where every spatial tap reads, for a window of GEMM columns (pixels in order): tap `t`'s
+/// valid pieces are `segs[first[t]..first[t + 1]]`, the rest of its row is padding. The
+/// pieces do not depend on the channel, so a window is described once and every channel's
+/// rows are then gathered with a few vector copies each.
+#[derive(Default)]
+struct Window {
+    segs: Vec<Seg>,
+    first: Vec<usize>,
+}
+
+impl Window {
+    /// Describes columns `j0..j0 + len` of plan `p` (counted from `x`'s first image).
+    fn build(&mut self, p: &Plan, j0: usize, len: usize) {
+        let g = &p.g;
+        let (image, sw) = (g.c_in * g.h * g.w, g.stride[1]);
+        self.segs.clear();
+        self.first.clear();
+        let rs = Runs::new(g, j0, len);
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                self.first.push(self.segs.len());
+                for r in rs {
+                    let ih = (r.oh * g.stride[0] + i * g.dilation[0]) as isize + p.origin[0];
+                    if ih < 0 || ih >= g.h as isize {
+                        continue;
+                    }
+                    let iw0 = (r.ow * sw + j * g.dilation[1]) as isize + p.origin[1];
+                    let (lo, hi) = inside(iw0, sw, g.w, r.len);
+                    if lo < hi {
+                        self.segs.push(Seg {
+                            dst: r.col + lo,
+                            len: hi - lo,
+                            src: r.b * image
+                                + ih as usize * g.w
+                                + (iw0 + (lo * sw) as isize) as usize,
+                        });
+                    }
+                }
+            }
+        }
+        self.first.push(self.segs.len());
+    }
+
+    /// Writes channel `ci`'s row of spatial tap `t` over the window into `out` (zero where
+    /// the tap reads padding, and past the window's columns).
+    #[inline(always)]
+    fn gather<L: Lanes>(&self, x: &[f32], p: &Plan, ci: usize, t: usize, out: &mut [f32]) {
+        let (plane, sw) = (p.g.h * p.g.w, p.g.stride[1]);
+        // SAFETY: `out` is a live slice.
+        unsafe { L::zero(out.as_mut_ptr(), out.len()) };
+        for s in &self.segs[self.first[t]..self.first[t + 1]] {
+            let src = &x[s.src + ci * plane..];
+            assert!(
+                src.len() > (s.len - 1) * sw,
+                "im2col: segment past the input"
+            );
+            let dst = &mut out[s.dst..s.dst + s.len];
+            // SAFETY: both ranges are checked slices covering the copy; `x` is shared, so
+            // nothing writes it.
+            unsafe { L::copy(dst.as_mut_ptr(), src.as_ptr(), s.len, sw, src.len()) };
+        }
+    }
+}
+
+/// [`Im2col`]'s panels through a [`Window`] per panel: every panel row is a few vector
+/// copies, whatever the run lengths.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn im2col_panels<L: Lanes>(
+    x: &[f32],
+    p: &Plan,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    nr: usize,
+    dst: &mut [f32],
+) {
+    let taps = p.g.kh * p.g.kw;
+    let mut win = Window::default();
+    for (q, panel) in dst
+        .chunks_exact_mut(kc * nr)
+        .take(nc.div_ceil(nr))
+        .enumerate()
+    {
+        win.build(p, j0 + q * nr, nr.min(nc - q * nr));
+        let (mut ci, mut t) = (p0 / taps, p0 % taps);
+        for out in panel.chunks_exact_mut(nr).take(kc) {
+            win.gather::<L>(x, p, ci, t, out);
+            t += 1;
+            if t == taps {
+                t = 0;
+                ci += 1;
+            }
+        }
+    }
+}
+
+/// The AVX-512 entry points: the generic packing compiled with the feature enabled, so the
+/// [`Avx512`](super::lanes::Avx512) moves inline into it.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use crate::conv::lanes::Avx512;
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn im2col_panels(
+        x: &[f32],
+        p: &Plan,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
+        super::im2col_panels::<Avx512>(x, p, p0, kc, j0, nc, nr, dst)
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F, and [`StoreC::store`]'s contract holds.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn col2im(
+        c: &Col2im,
+        i: usize,
+        j: usize,
+        tile: &[f32],
+        ld: usize,
+        hw: [usize; 2],
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { c.scatter::<Avx512>(i, j, tile, ld, hw) }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn output_grad_rows(
+        a: &OutputGradRows,
+        i0: usize,
+        mc: usize,
+        p0: usize,
+        kc: usize,
+        mr: usize,
+        dst: &mut [f32],
+    ) {
+        a.pack::<Avx512>(i0, mc, p0, kc, mr, dst)
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn im2col_t(
+        b: &Im2colT,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
+        b.pack::<Avx512>(p0, kc, j0, nc, nr, dst)
     }
 }
 
@@ -646,7 +864,7 @@ impl SpaceToDepth {
 
 /// Forward convolution (see the module table). Same contract as the reference kernel.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], g: &Conv2dGeom) {
-    forward_with(x, w, bias, y, g, false)
+    forward_with(x, w, bias, y, g, false, PackIsa::best())
 }
 
 fn forward_with(
@@ -656,6 +874,7 @@ fn forward_with(
     y: &mut [f32],
     g: &Conv2dGeom,
     rewrite: bool,
+    isa: PackIsa,
 ) {
     g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
     let (k, plane) = (k_len(g), g.h_out * g.w_out);
@@ -688,18 +907,25 @@ fn forward_with(
     match SpaceToDepth::new(g).filter(|_| rewrite) {
         Some(sd) => {
             let (xs, ws) = (sd.input(x), sd.weight(w));
-            forward_plan(&xs, &ws, y, &Plan::plain(&sd.s), add);
+            forward_plan(&xs, &ws, y, &Plan::plain(&sd.s, isa), add);
         }
-        None => forward_plan(x, w, y, &Plan::plain(g), add),
+        None => forward_plan(x, w, y, &Plan::plain(g, isa), add),
     }
 }
 
 /// Gradient w.r.t. the input (see the module table); `dx` is overwritten.
 pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
-    backward_data_with(dy, w, dx, g, false)
+    backward_data_with(dy, w, dx, g, false, PackIsa::best())
 }
 
-fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, rewrite: bool) {
+fn backward_data_with(
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    g: &Conv2dGeom,
+    rewrite: bool,
+    isa: PackIsa,
+) {
     g.assert_buffers("conv2d_backward_data", [dx.len(), w.len(), dy.len()]);
     let k = k_len(g);
     if dx.is_empty() {
@@ -737,13 +963,13 @@ fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, rew
         }
         for fh in ph.iter().filter(|f| f.taps > 0 && f.count > 0) {
             for fw in pw.iter().filter(|f| f.taps > 0 && f.count > 0) {
-                let (plan, wp) = phase(w, g, fh, fw);
+                let (plan, wp) = phase(w, g, fh, fw, isa);
                 forward_plan(dy, &wp, dx, &plan, false);
             }
         }
         return;
     }
-    col2im_backward_data(dy, w, dx, g);
+    col2im_backward_data(dy, w, dx, g, isa);
 }
 
 /// One phase of backward-data along one axis: input rows `r0, r0 + stride, …` (`count` of
@@ -808,7 +1034,13 @@ fn axis_phases(len: usize, k: usize, s: usize, p: usize, d: usize) -> Vec<AxisPh
 
 /// The forward plan of one phase (`fh` × `fw`) of backward-data, and its kernel: the taps
 /// of `w` the phase uses, flipped, with the channel axes swapped (`[c_in][c_out][vh][vw]`).
-fn phase(w: &[f32], g: &Conv2dGeom, fh: &AxisPhase, fw: &AxisPhase) -> (Plan, Scratch) {
+fn phase(
+    w: &[f32],
+    g: &Conv2dGeom,
+    fh: &AxisPhase,
+    fw: &AxisPhase,
+    isa: PackIsa,
+) -> (Plan, Scratch) {
     let pg = Conv2dGeom {
         n: g.n,
         c_in: g.c_out,
@@ -825,6 +1057,7 @@ fn phase(w: &[f32], g: &Conv2dGeom, fh: &AxisPhase, fw: &AxisPhase) -> (Plan, Sc
     };
     let plan = Plan {
         g: pg,
+        isa,
         origin: [fh.origin, fw.origin],
         out: OutMap {
             offset: fh.r0 * g.w + fw.r0,
@@ -892,7 +1125,10 @@ impl PackB for BatchedCols<'_> {
 /// ([`StoreC::splittable`] is false); parallelism comes from independent image groups.
 struct Col2im<'a> {
     dx: SendPtr,
+    /// The group's input-gradient length: what the scatter may read.
+    len: usize,
     g: &'a Conv2dGeom,
+    isa: PackIsa,
 }
 
 impl StoreC for Col2im<'_> {
@@ -902,31 +1138,17 @@ impl StoreC for Col2im<'_> {
         j: usize,
         tile: &[f32],
         ld: usize,
-        [h, w]: [usize; 2],
+        hw: [usize; 2],
         _add: bool,
     ) {
         // Every partial product adds into the (zeroed) gradient, whichever K block it is from.
-        let g = self.g;
-        let plane_in = g.h * g.w;
-        let rs = Runs::new(g, j, w);
-        for r in 0..h {
-            let (ci, ki, kj) = tap(g, i + r);
-            for run in rs {
-                let ih = (run.oh * g.stride[0] + ki * g.dilation[0]) as isize - g.pad[0] as isize;
-                if ih < 0 || ih >= g.h as isize {
-                    continue;
-                }
-                let row = (run.b * g.c_in + ci) * plane_in + ih as usize * g.w;
-                for e in 0..run.len {
-                    let iw = ((run.ow + e) * g.stride[1] + kj * g.dilation[1]) as isize
-                        - g.pad[1] as isize;
-                    if iw >= 0 && iw < g.w as isize {
-                        // SAFETY: the pixel lies inside the group's input gradient, which
-                        // only this (non-split) GEMM writes.
-                        unsafe { *self.dx.0.add(row + iw as usize) += tile[r * ld + run.col + e] };
-                    }
-                }
-            }
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F is present (PackIsa::Avx512); the rest is the caller's
+            // contract, forwarded.
+            PackIsa::Avx512 => unsafe { x86::col2im(self, i, j, tile, ld, hw) },
+            // SAFETY: forwarded from the caller.
+            _ => unsafe { self.scatter::<Portable>(i, j, tile, ld, hw) },
         }
     }
 
@@ -935,9 +1157,60 @@ impl StoreC for Col2im<'_> {
     }
 }
 
+impl Col2im<'_> {
+    /// Adds tile row `r` (tap `(ci, ki, kj)`) run by run: along a run the tap writes one
+    /// input row at the layer's stride, the part inside the image found once per run.
+    ///
+    /// # Safety
+    /// As [`StoreC::store`]: no other thread writes this group's input gradient.
+    #[inline(always)]
+    unsafe fn scatter<L: Lanes>(
+        &self,
+        i: usize,
+        j: usize,
+        tile: &[f32],
+        ld: usize,
+        [h, w]: [usize; 2],
+    ) {
+        let g = self.g;
+        let (plane_in, sw) = (g.h * g.w, g.stride[1]);
+        let rs = Runs::new(g, j, w);
+        for r in 0..h {
+            let (ci, ki, kj) = tap(g, i + r);
+            for run in rs {
+                let ih = (run.oh * g.stride[0] + ki * g.dilation[0]) as isize - g.pad[0] as isize;
+                if ih < 0 || ih >= g.h as isize {
+                    continue;
+                }
+                let iw0 = (run.ow * sw + kj * g.dilation[1]) as isize - g.pad[1] as isize;
+                let (lo, hi) = inside(iw0, sw, g.w, run.len);
+                if lo == hi {
+                    continue;
+                }
+                let at = (run.b * g.c_in + ci) * plane_in
+                    + ih as usize * g.w
+                    + (iw0 + (lo * sw) as isize) as usize;
+                let src = &tile[r * ld + run.col + lo..][..hi - lo];
+                // SAFETY: pixels (ih, iw0 + e·sw) for e in lo..hi lie inside the group's
+                // input gradient (`len` floats from `dx`), which only this (non-split) GEMM
+                // reads or writes; `src` is a checked slice.
+                unsafe {
+                    L::add_strided(
+                        self.dx.0.add(at),
+                        src.as_ptr(),
+                        src.len(),
+                        sw,
+                        self.len - at,
+                    )
+                };
+            }
+        }
+    }
+}
+
 /// Backward-data as `dX̂ = Wᵀ · dY` with the tiles scattered into `dx` (col2im): the
 /// general form, for layers both strided and dilated.
-fn col2im_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+fn col2im_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa: PackIsa) {
     let (k, plane) = (k_len(g), g.h_out * g.w_out);
     dx.fill(0.0);
     let (image, out_image) = (g.c_in * g.h * g.w, g.c_out * plane);
@@ -958,110 +1231,148 @@ fn col2im_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
             };
             let sink = Col2im {
                 dx: SendPtr(dxg.as_mut_ptr()),
+                len: dxg.len(),
                 g,
+                isa,
             };
             gemm([k, nb * plane, g.c_out], &a, &b, &sink, true);
         });
 }
 
-/// `X̂` of the whole batch (`K × (n·P)`) as a GEMM *left* operand: the backward-weight GEMM
-/// run transposed (`dWᵀ = X̂ · dYᵀ`), so its packing reads input rows in order.
-struct Im2colRows<'a> {
-    x: &'a [f32],
-    p: &'a Plan,
+/// `dY` of the whole batch as a `c_out × (n·P)` GEMM left operand (column `(b, p)`). A
+/// panel wants, for each pixel, `MR` channels, while `dy` holds each channel's pixels
+/// contiguously: blocks of up to 16 pixels of one image are transposed while packing.
+struct OutputGradRows<'a> {
+    dy: &'a [f32],
+    g: &'a Conv2dGeom,
+    isa: PackIsa,
 }
 
-impl PackA for Im2colRows<'_> {
+impl PackA for OutputGradRows<'_> {
     fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
-        let rs = Runs::new(&self.p.g, p0, kc);
+        match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: PackIsa::Avx512 is chosen only on CPUs with AVX-512F.
+            PackIsa::Avx512 => unsafe { x86::output_grad_rows(self, i0, mc, p0, kc, mr, dst) },
+            _ => self.pack::<Portable>(i0, mc, p0, kc, mr, dst),
+        }
+    }
+}
+
+impl OutputGradRows<'_> {
+    #[inline(always)]
+    fn pack<L: Lanes>(
+        &self,
+        i0: usize,
+        mc: usize,
+        p0: usize,
+        kc: usize,
+        mr: usize,
+        dst: &mut [f32],
+    ) {
+        let (c_out, plane) = (self.g.c_out, self.g.h_out * self.g.w_out);
+        assert!(
+            mr <= 16,
+            "conv2d_backward_weight: micro-panel height {mr} over 16"
+        );
         for (q, panel) in dst
             .chunks_exact_mut(kc * mr)
             .take(mc.div_ceil(mr))
             .enumerate()
         {
-            let rows = mr.min(mc - q * mr);
-            let mut taps = Taps::from(&self.p.g, i0 + q * mr);
-            for r in 0..mr {
-                if r < rows {
-                    let t = taps.next().expect("taps never end");
-                    for run in rs {
-                        gather(self.x, self.p, t, &run, &mut panel[r + run.col * mr..], mr);
-                    }
-                } else {
-                    panel[r..]
-                        .iter_mut()
-                        .step_by(mr)
-                        .take(kc)
-                        .for_each(|v| *v = 0.0);
-                }
+            let (co, rows) = (i0 + q * mr, mr.min(mc - q * mr));
+            let mut col = 0;
+            while col < kc {
+                let (b, pix) = ((p0 + col) / plane, (p0 + col) % plane);
+                let n = 16.min(plane - pix).min(kc - col);
+                let src = &self.dy[(b * c_out + co) * plane + pix..];
+                let out = &mut panel[col * mr..(col + n) * mr];
+                // SAFETY: rows `co..co + rows` of image b, pixels `pix..pix + n`, lie in
+                // `src` (row stride `plane`); `out` holds the n columns of mr values.
+                unsafe { L::transpose(src.as_ptr(), plane, rows, n, out.as_mut_ptr(), mr, mr) };
+                col += n;
             }
         }
     }
 }
 
-/// `dYᵀ` of the whole batch (`(n·P) × c_out`) as a GEMM right operand.
-struct OutputGradT<'a> {
-    dy: &'a [f32],
-    g: &'a Conv2dGeom,
+/// `X̂ᵀ` of the whole batch (`(n·P) × K`) as a GEMM right operand: a panel wants, for each
+/// pixel, `NR` consecutive taps. Windows of 16 pixels are gathered tap row by tap row into
+/// a small stage (contiguous or stride-2 copies, see [`Window`]), then transposed into the
+/// panel 16 taps at a time.
+struct Im2colT<'a> {
+    x: &'a [f32],
+    p: &'a Plan,
 }
 
-impl PackB for OutputGradT<'_> {
+/// Pixels per transposed block of [`Im2colT`].
+const WINDOW: usize = 16;
+
+impl PackB for Im2colT<'_> {
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
-        let (c_out, plane) = (self.g.c_out, self.g.h_out * self.g.w_out);
-        for (q, panel) in dst
-            .chunks_exact_mut(kc * nr)
-            .take(nc.div_ceil(nr))
-            .enumerate()
-        {
-            let cols = nr.min(nc - q * nr);
-            for c in 0..nr {
-                let col = panel[c..].iter_mut().step_by(nr).take(kc);
-                if c >= cols {
-                    col.for_each(|v| *v = 0.0);
-                    continue;
-                }
-                // Column co of dYᵀ: rows (b, p) read dy[b][co][p], contiguous within an image.
-                let co = j0 + q * nr + c;
-                let mut row = p0;
-                let mut col = col;
-                while row < p0 + kc {
-                    let (b, pix) = (row / plane, row % plane);
-                    let run = (plane - pix).min(p0 + kc - row);
-                    let src = &self.dy[(b * c_out + co) * plane + pix..][..run];
-                    for (v, s) in col.by_ref().take(run).zip(src) {
-                        *v = *s;
-                    }
-                    row += run;
-                }
-            }
+        match self.p.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: PackIsa::Avx512 is chosen only on CPUs with AVX-512F.
+            PackIsa::Avx512 => unsafe { x86::im2col_t(self, p0, kc, j0, nc, nr, dst) },
+            _ => self.pack::<Portable>(p0, kc, j0, nc, nr, dst),
         }
     }
 }
 
-/// A row-major `c_out × K` destination written as its transpose: GEMM element `(kk, co)`
-/// lands at `dw[co][kk]`.
-struct TransposedC {
-    dw: SendPtr,
-    k: usize,
-}
-
-impl StoreC for TransposedC {
-    unsafe fn store(
+impl Im2colT<'_> {
+    #[inline(always)]
+    fn pack<L: Lanes>(
         &self,
-        i: usize,
-        j: usize,
-        tile: &[f32],
-        ld: usize,
-        [h, w]: [usize; 2],
-        add: bool,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        nr: usize,
+        dst: &mut [f32],
     ) {
-        for c in 0..w {
-            for r in 0..h {
-                // SAFETY: (co = j + c, kk = i + r) is inside the c_out × K weight gradient;
-                // threads own disjoint row or column ranges.
-                let d = unsafe { &mut *self.dw.0.add((j + c) * self.k + i + r) };
-                let v = tile[r * ld + c];
-                *d = if add { *d + v } else { v };
+        let g = &self.p.g;
+        let taps = g.kh * g.kw;
+        let mut stage = vec![0f32; nr * WINDOW];
+        let mut win = Window::default();
+        for a in (0..kc).step_by(WINDOW) {
+            let n = WINDOW.min(kc - a);
+            win.build(self.p, p0 + a, n);
+            for (q, panel) in dst
+                .chunks_exact_mut(kc * nr)
+                .take(nc.div_ceil(nr))
+                .enumerate()
+            {
+                let cols = nr.min(nc - q * nr);
+                let (mut ci, mut t) = ((j0 + q * nr) / taps, (j0 + q * nr) % taps);
+                for (c, row) in stage.chunks_exact_mut(WINDOW).enumerate() {
+                    if c < cols {
+                        win.gather::<L>(self.x, self.p, ci, t, row);
+                        t += 1;
+                        if t == taps {
+                            t = 0;
+                            ci += 1;
+                        }
+                    } else {
+                        row.fill(0.0);
+                    }
+                }
+                for cb in (0..nr).step_by(16) {
+                    let width = 16.min(nr - cb);
+                    let out = &mut panel[a * nr + cb..(a + n - 1) * nr + cb + width];
+                    // SAFETY: the stage holds `width` rows of WINDOW ≥ n values from row cb;
+                    // `out` holds n rows (stride nr) of `width` values.
+                    unsafe {
+                        L::transpose(
+                            stage[cb * WINDOW..].as_ptr(),
+                            WINDOW,
+                            width,
+                            n,
+                            out.as_mut_ptr(),
+                            nr,
+                            width,
+                        )
+                    };
+                }
             }
         }
     }
@@ -1075,10 +1386,17 @@ fn whole_input(g: &Conv2dGeom) -> bool {
 
 /// Gradient w.r.t. the weight (see the module table); `dw` is overwritten.
 pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
-    backward_weight_with(x, dy, dw, g, false)
+    backward_weight_with(x, dy, dw, g, false, PackIsa::best())
 }
 
-fn backward_weight_with(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom, rewrite: bool) {
+fn backward_weight_with(
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    g: &Conv2dGeom,
+    rewrite: bool,
+    isa: PackIsa,
+) {
     g.assert_buffers("conv2d_backward_weight", [x.len(), dw.len(), dy.len()]);
     let k = k_len(g);
     if dw.is_empty() {
@@ -1103,26 +1421,24 @@ fn backward_weight_with(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom, r
         Some(sd) => {
             let xs = sd.input(x);
             let mut dws = Scratch::reuse(dw.len());
-            weight_plan(&xs, dy, &mut dws, &Plan::plain(&sd.s));
+            weight_plan(&xs, dy, &mut dws, &Plan::plain(&sd.s, isa));
             sd.weight_back(&dws, dw);
         }
-        None => weight_plan(x, dy, dw, &Plan::plain(g)),
+        None => weight_plan(x, dy, dw, &Plan::plain(g, isa)),
     }
 }
 
-/// `dWᵀ (K × c_out) = X̂ (K × n·P) · dYᵀ (n·P × c_out)`, stored transposed into `dw`.
+/// `dW (c_out × K) = dY (c_out × n·P) · X̂ᵀ (n·P × K)`: the batch's pixels are the GEMM's
+/// inner dimension, so both operands are transposed while packing and the product is
+/// written straight into `dw`.
 fn weight_plan(x: &[f32], dy: &[f32], dw: &mut [f32], p: &Plan) {
     let g = &p.g;
     let k = k_len(g);
-    let sink = TransposedC {
-        dw: SendPtr(dw.as_mut_ptr()),
-        k,
-    };
     gemm(
-        [k, g.c_out, g.n * g.h_out * g.w_out],
-        &Im2colRows { x, p },
-        &OutputGradT { dy, g },
-        &sink,
+        [g.c_out, k, g.n * g.h_out * g.w_out],
+        &OutputGradRows { dy, g, isa: p.isa },
+        &Im2colT { x, p },
+        &DenseC::new(dw, [g.c_out, k], k),
         false,
     );
 }
@@ -1142,14 +1458,38 @@ pub mod rewrite {
         y: &mut [f32],
         g: &Conv2dGeom,
     ) {
-        forward_with(x, w, bias, y, g, true)
+        forward_with(x, w, bias, y, g, true, PackIsa::best())
     }
 
     pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
-        backward_data_with(dy, w, dx, g, true)
+        backward_data_with(dy, w, dx, g, true, PackIsa::best())
     }
 
     pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
-        backward_weight_with(x, dy, dw, g, true)
+        backward_weight_with(x, dy, dw, g, true, PackIsa::best())
+    }
+}
+
+/// The default rung with the portable packing and scatter ([`Portable`] moves), what a CPU
+/// without AVX-512 runs; selectable anywhere so it is tested and measured on every machine.
+pub mod portable {
+    use super::*;
+
+    pub fn conv2d_forward(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        g: &Conv2dGeom,
+    ) {
+        forward_with(x, w, bias, y, g, false, PackIsa::Portable)
+    }
+
+    pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+        backward_data_with(dy, w, dx, g, false, PackIsa::Portable)
+    }
+
+    pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
+        backward_weight_with(x, dy, dw, g, false, PackIsa::Portable)
     }
 }

@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod cuda_check;
 pub mod im2col;
+pub mod lanes;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -139,14 +140,18 @@ pub enum ConvVariant {
     /// [`cpu::rewrite`]: implicit GEMM with strided layers rewritten to stride 1
     /// (space-to-depth forward and backward-weight, phase-split backward-data).
     ImplicitGemmRewrite,
+    /// [`cpu::portable`]: the default rung with plain-loop packing and scatter, what a CPU
+    /// without AVX-512 runs.
+    ImplicitGemmPortablePack,
 }
 
 impl ConvVariant {
-    pub const ALL: [ConvVariant; 4] = [
+    pub const ALL: [ConvVariant; 5] = [
         ConvVariant::Reference,
         ConvVariant::Im2colGemm,
         ConvVariant::ImplicitGemm,
         ConvVariant::ImplicitGemmRewrite,
+        ConvVariant::ImplicitGemmPortablePack,
     ];
 
     pub fn forward(
@@ -162,6 +167,9 @@ impl ConvVariant {
             ConvVariant::Im2colGemm => im2col::conv2d_forward(x, w, bias, y, g),
             ConvVariant::ImplicitGemmRewrite => cpu::rewrite::conv2d_forward(x, w, bias, y, g),
             ConvVariant::ImplicitGemm => cpu::conv2d_forward(x, w, bias, y, g),
+            ConvVariant::ImplicitGemmPortablePack => {
+                cpu::portable::conv2d_forward(x, w, bias, y, g)
+            }
         }
     }
 
@@ -171,6 +179,9 @@ impl ConvVariant {
             ConvVariant::Im2colGemm => im2col::conv2d_backward_data(dy, w, dx, g),
             ConvVariant::ImplicitGemmRewrite => cpu::rewrite::conv2d_backward_data(dy, w, dx, g),
             ConvVariant::ImplicitGemm => cpu::conv2d_backward_data(dy, w, dx, g),
+            ConvVariant::ImplicitGemmPortablePack => {
+                cpu::portable::conv2d_backward_data(dy, w, dx, g)
+            }
         }
     }
 
@@ -180,6 +191,9 @@ impl ConvVariant {
             ConvVariant::Im2colGemm => im2col::conv2d_backward_weight(x, dy, dw, g),
             ConvVariant::ImplicitGemmRewrite => cpu::rewrite::conv2d_backward_weight(x, dy, dw, g),
             ConvVariant::ImplicitGemm => cpu::conv2d_backward_weight(x, dy, dw, g),
+            ConvVariant::ImplicitGemmPortablePack => {
+                cpu::portable::conv2d_backward_weight(x, dy, dw, g)
+            }
         }
     }
 }

@@ -159,6 +159,7 @@ mod fast {
             ConvVariant::Im2colGemm,
             ConvVariant::ImplicitGemm,
             ConvVariant::ImplicitGemmRewrite,
+            ConvVariant::ImplicitGemmPortablePack,
         ] {
             check_variant(v, g, seed)?;
         }
