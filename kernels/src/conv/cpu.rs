@@ -429,6 +429,24 @@ impl Window {
         self.first.push(self.segs.len());
     }
 
+    /// Asks for the input lines channel `ci`'s row of spatial tap `t` reads to be brought
+    /// into L2. [`Im2colT`] describes the next window ahead and prefetches its rows while
+    /// gathering the current one's: its reads jump between channel planes, a pattern the
+    /// hardware prefetcher does not follow. The taps of one kernel row read the same input
+    /// rows, so only the first of them prefetches.
+    #[inline(always)]
+    fn prefetch<L: Lanes>(&self, x: &[f32], p: &Plan, ci: usize, t: usize) {
+        let (plane, sw) = (p.g.h * p.g.w, p.g.stride[1]);
+        if !t.is_multiple_of(p.g.kw) {
+            return;
+        }
+        for s in &self.segs[self.first[t]..self.first[t + 1]] {
+            let at = x.as_ptr().wrapping_add(s.src + ci * plane);
+            L::prefetch(at);
+            L::prefetch(at.wrapping_add((s.len - 1) * sw));
+        }
+    }
+
     /// Writes channel `ci`'s row of spatial tap `t` over the window into `out` (zero where
     /// the tap reads padding, and past the window's columns).
     #[inline(always)]
@@ -1333,10 +1351,20 @@ impl Im2colT<'_> {
         let g = &self.p.g;
         let taps = g.kh * g.kw;
         let mut stage = vec![0f32; nr * WINDOW];
-        let mut win = Window::default();
+        let (mut win, mut next) = (Window::default(), Window::default());
+        next.build(self.p, p0, WINDOW.min(kc));
         for a in (0..kc).step_by(WINDOW) {
             let n = WINDOW.min(kc - a);
-            win.build(self.p, p0 + a, n);
+            std::mem::swap(&mut win, &mut next);
+            // Prefetching pays when a window spans several output rows, so the next one
+            // reads input rows not yet touched (measured, backward-weight at batch 64: D3
+            // 13.4 → 11.9 ms, D4 level; D2, one output row per window, 13.1 → 14.1 ms
+            // with it).
+            let more = a + WINDOW < kc;
+            if more {
+                next.build(self.p, p0 + a + WINDOW, WINDOW.min(kc - a - WINDOW));
+            }
+            let ahead = more && g.w_out < WINDOW;
             for (q, panel) in dst
                 .chunks_exact_mut(kc * nr)
                 .take(nc.div_ceil(nr))
@@ -1346,6 +1374,9 @@ impl Im2colT<'_> {
                 let (mut ci, mut t) = ((j0 + q * nr) / taps, (j0 + q * nr) % taps);
                 for (c, row) in stage.chunks_exact_mut(WINDOW).enumerate() {
                     if c < cols {
+                        if ahead {
+                            next.prefetch::<L>(self.x, self.p, ci, t);
+                        }
                         win.gather::<L>(self.x, self.p, ci, t, row);
                         t += 1;
                         if t == taps {

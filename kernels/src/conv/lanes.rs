@@ -48,6 +48,8 @@ pub(crate) trait Lanes: Copy {
     unsafe fn add_strided(dst: *mut f32, src: *const f32, n: usize, s: usize, avail: usize);
     /// `dst[..n] = 0`.
     unsafe fn zero(dst: *mut f32, n: usize);
+    /// A hint to bring the cache line holding `p` into L2; any address is allowed.
+    fn prefetch(p: *const f32);
     /// `dst[c·ld + r] = src[r·ls + c]` for `c < cols` and `r < width`, where rows `r ≥ rows`
     /// of `src` read as zero (`rows ≤ width ≤ 16`, `cols ≤ 16`).
     unsafe fn transpose(
@@ -87,6 +89,9 @@ impl Lanes for Portable {
         // SAFETY: the caller's contract covers dst[..n].
         unsafe { std::ptr::write_bytes(dst, 0, n) };
     }
+
+    #[inline(always)]
+    fn prefetch(_: *const f32) {}
 
     #[inline(always)]
     unsafe fn transpose(
@@ -242,6 +247,12 @@ mod x86 {
                     _ => super::Portable::add_strided(dst, src, n, s, avail),
                 }
             }
+        }
+
+        #[inline(always)]
+        fn prefetch(p: *const f32) {
+            // SAFETY: a prefetch never faults and changes no program state.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) };
         }
 
         #[inline(always)]
