@@ -20,6 +20,11 @@
 //! copied out. Operands are read through the [`PackA`] / [`PackB`] traits, so a strided or
 //! transposed matrix and an implicit im2col matrix (convolution) share one driver.
 //!
+//! When A is short (a convolution's weights or output gradient: its rows packed for one KC
+//! block fit in 1 MiB), the nest runs with `pc` outermost instead: A's KC block is packed
+//! once, and B is packed and consumed in blocks of about 512 KiB, which stay in L2 (see
+//! [`A_RESIDENT`]).
+//!
 //! Threads: the larger of the `m` and `n` ranges is split into one contiguous part per rayon
 //! thread, and each thread runs the whole loop nest on its part with its own packing buffers.
 
@@ -35,7 +40,7 @@ use std::cell::RefCell;
 pub const KC: usize = 1024;
 /// Rows of A packed at once: an MC×KC block (576 KiB) stays in L2.
 pub const MC: usize = 144;
-/// Columns of B packed at once: a KC×NC block (16 MiB) stays in L3.
+/// Columns of B packed at once in the textbook order: a KC×NC block (16 MiB) stays in L3.
 pub const NC: usize = 4096;
 /// When A's rows, packed for one KC block, take at most this many floats (1 MiB), the
 /// loops run KC block by KC block: A's block is packed once, and B is streamed through it
@@ -454,8 +459,8 @@ unsafe fn inner_kernel(
     let mut tile = [0f32; 32 * 32];
     let dense = c.dense();
     for jr in (0..b.nc).step_by(nr) {
-        // SAFETY (pointer arithmetic): offsets stay inside the packed buffers, sized for
-        // whole MC × KC and KC × NC blocks.
+        // SAFETY (pointer arithmetic): offsets stay inside the packed buffers: `abuf`
+        // holds ⌈mc/mr⌉·mr·kc floats and B's block ⌈nc/nr⌉·nr·kc.
         let bp = unsafe { b.data.as_ptr().add(jr * kc) };
         let w = nr.min(b.nc - jr);
         for ir in (0..mc).step_by(mr) {

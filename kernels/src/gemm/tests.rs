@@ -66,7 +66,8 @@ proptest! {
 fn blocks_larger_than_mc_and_kc_with_a_resident() {
     // m > MC, k > KC, and A's rows for a KC block within A_RESIDENT: A is packed once per
     // KC block and B streamed through it in several blocks.
-    let g = GemmGeom::new(1, 251, 300, 4100);
+    // GemmGeom::new(batch, m, k, n): 252·KC floats of A fit A_RESIDENT.
+    let g = GemmGeom::new(1, 251, 4100, 300);
     let (a, b) = (filled(g.m * g.k, 3), filled(g.k * g.n, 4));
     for isa in Isa::available() {
         let mut c = vec![0f32; g.m * g.n];
@@ -79,7 +80,8 @@ fn blocks_larger_than_mc_and_kc_with_a_resident() {
 fn blocks_larger_than_mc_and_kc_with_a_long_a() {
     // A's rows for a KC block over A_RESIDENT (n > m, so each thread has all rows): the
     // NC-blocked loop order, m > MC, k > KC.
-    let g = GemmGeom::new(1, 300, 320, 1100);
+    // GemmGeom::new(batch, m, k, n): 300·KC floats of A exceed A_RESIDENT.
+    let g = GemmGeom::new(1, 300, 1100, 320);
     let (a, b) = (filled(g.m * g.k, 11), filled(g.k * g.n, 12));
     for isa in Isa::available() {
         let mut c = vec![0f32; g.m * g.n];
