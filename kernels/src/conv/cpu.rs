@@ -24,17 +24,16 @@
 //! Packing is the cost besides the micro-kernel: every value of `X̂` is gathered once per
 //! GEMM and used `c_out` times, so for narrow layers (64 output channels) a slow gather
 //! costs as much as the arithmetic. The GEMM columns of a panel split into *runs*, pixels
-//! of one output row; a tap reads one input row along a run, so at stride 1 a panel row is
-//! a few contiguous copies ([`gather`]). Short runs (4×4 and 8×8 outputs) and strided
-//! layers go through a table of per-column offsets shared by all channels instead, a fixed
-//! cost per value. That is the portable form ([`Portable`](super::lanes::Portable) moves).
+//! of one output row; a tap reads one input row along a run, at the layer's stride. For a
+//! window of columns, [`Window`] lists where each spatial tap's row reads as a few such
+//! pieces, which do not depend on the channel; every channel's row is then a few strided
+//! copies. The moves themselves come from [`super::lanes`]: 16-lane AVX-512 (two loads and
+//! one permute per 16 values at stride 2) or plain loops.
 //!
-//! With AVX-512 every pass packs through a [`Window`]: for a window of GEMM columns, where
-//! each spatial tap's row reads, as a few pieces that do not depend on the channel. A
-//! channel's row is then a few 16-lane copies, stride 1 or stride 2 (two loads and one
-//! permute per 16 values; see [`super::lanes`]). Backward-weight reduces over the pixels,
-//! the contiguous axis of both `x` and `dY`, so both of its operands are transposed while
-//! packing, 16×16 in registers; col2im's scatter adds a run of 16 values at a time.
+//! Backward-weight reduces over the pixels, the contiguous axis of both `x` and `dY`, so
+//! both of its operands are transposed while packing (16×16 in registers with AVX-512).
+//! Strided backward-data packs `dY` with plain row copies; its col2im scatter adds a run
+//! at a time.
 //!
 //! ## The rewrite variant ([`rewrite`])
 //!
@@ -186,60 +185,6 @@ impl Iterator for Runs {
     }
 }
 
-/// Writes the values tap `(ci, i, j)` reads for run `r` to `out[0], out[step], …`
-/// (`r.len` of them). `x` starts at image 0 of the run's numbering. In a run the tap reads
-/// one input row at a fixed stride, so the valid part is one (strided) copy, with zeros for
-/// the part that falls in the padding.
-#[inline(always)]
-fn gather(
-    x: &[f32],
-    p: &Plan,
-    (ci, i, j): (usize, usize, usize),
-    r: &Run,
-    out: &mut [f32],
-    step: usize,
-) {
-    let g = &p.g;
-    let len = r.len;
-    let ih = (r.oh * g.stride[0] + i * g.dilation[0]) as isize + p.origin[0];
-    if ih < 0 || ih >= g.h as isize {
-        out.iter_mut()
-            .step_by(step)
-            .take(len)
-            .for_each(|v| *v = 0.0);
-        return;
-    }
-    let sw = g.stride[1] as isize;
-    let iw0 = (r.ow * g.stride[1] + j * g.dilation[1]) as isize + p.origin[1];
-    let (lo, hi) = inside(iw0, g.stride[1], g.w, len);
-    let row = ((r.b * g.c_in + ci) * g.h + ih as usize) * g.w;
-    // With nothing valid (lo == hi) the start may lie outside the row; nothing is read.
-    let start = if lo < hi {
-        row + (iw0 + lo as isize * sw) as usize
-    } else {
-        0
-    };
-    let src = &x[start..];
-    if step == 1 {
-        zero(&mut out[..lo]);
-        if sw == 1 {
-            copy(&mut out[lo..hi], src);
-        } else {
-            for (o, v) in out[lo..hi].iter_mut().zip(src.iter().step_by(sw as usize)) {
-                *o = *v;
-            }
-        }
-        zero(&mut out[hi..len]);
-    } else {
-        for e in (0..lo).chain(hi..len) {
-            out[e * step] = 0.0;
-        }
-        for (e, v) in (lo..hi).zip(src.iter().step_by(sw as usize)) {
-            out[e * step] = *v;
-        }
-    }
-}
-
 /// The positions `e` in `0..count` with `0 <= first + e·step < bound`, as `lo..hi` (empty
 /// when there are none). At step 1 there is no division: this runs once per run and panel
 /// row.
@@ -264,62 +209,6 @@ fn inside(first: isize, step: usize, bound: usize, count: usize) -> (usize, usiz
     (lo as usize, hi.clamp(lo, n) as usize)
 }
 
-/// `dst = src[..dst.len()]` for the short slices of packing (at most a panel row): blocks
-/// of eight as fixed-size moves, then one by one, so no library call is paid per run.
-#[inline(always)]
-fn copy(dst: &mut [f32], src: &[f32]) {
-    let src = &src[..dst.len()];
-    let (d8, d1) = dst.as_chunks_mut::<8>();
-    let (s8, s1) = src.as_chunks::<8>();
-    for (d, s) in d8.iter_mut().zip(s8) {
-        *d = *s;
-    }
-    for (d, s) in d1.iter_mut().zip(s1) {
-        *d = *s;
-    }
-}
-
-/// Zeroes a short slice, as [`copy`] copies.
-#[inline(always)]
-fn zero(dst: &mut [f32]) {
-    let (d8, d1) = dst.as_chunks_mut::<8>();
-    for d in d8 {
-        *d = [0.0; 8];
-    }
-    for d in d1 {
-        *d = 0.0;
-    }
-}
-
-/// Steps through kernel taps `(ci, i, j)` in order, without a division per tap.
-struct Taps<'a> {
-    g: &'a Conv2dGeom,
-    t: (usize, usize, usize),
-}
-
-impl<'a> Taps<'a> {
-    fn from(g: &'a Conv2dGeom, kk: usize) -> Self {
-        Taps { g, t: tap(g, kk) }
-    }
-}
-
-impl Iterator for Taps<'_> {
-    type Item = (usize, usize, usize);
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        let cur = self.t;
-        let (ci, i, j) = cur;
-        self.t = if j + 1 < self.g.kw {
-            (ci, i, j + 1)
-        } else if i + 1 < self.g.kh {
-            (ci, i + 1, 0)
-        } else {
-            (ci + 1, 0, 0)
-        };
-        Some(cur)
-    }
-}
-
 /// The virtual im2col matrix of a group of images side by side, `K × (n·P)` (column
 /// `(b, p)`), as a GEMM right operand. `x` starts at the group's first image.
 struct Im2col<'a> {
@@ -335,44 +224,7 @@ impl PackB for Im2col<'_> {
             PackIsa::Avx512 => unsafe {
                 x86::im2col_panels(self.x, self.p, p0, kc, j0, nc, nr, dst)
             },
-            _ => self.pack_b_portable(p0, kc, j0, nc, nr, dst),
-        }
-    }
-}
-
-impl Im2col<'_> {
-    /// The plain-loop packing: contiguous runs gathered one by one at stride 1, and a table
-    /// of per-column offsets for short runs and strided layers.
-    fn pack_b_portable(
-        &self,
-        p0: usize,
-        kc: usize,
-        j0: usize,
-        nc: usize,
-        nr: usize,
-        dst: &mut [f32],
-    ) {
-        let g = &self.p.g;
-        // The offset table of the short-run path, reused by every panel.
-        let (mut table, mut image) = (Vec::new(), Vec::new());
-        for (q, panel) in dst
-            .chunks_exact_mut(kc * nr)
-            .take(nc.div_ceil(nr))
-            .enumerate()
-        {
-            let cols = nr.min(nc - q * nr);
-            // The runs depend on the columns only: found once, walked for every tap.
-            let rs = Runs::new(g, j0 + q * nr, cols);
-            if g.stride[1] != 1 || cols < SHORT_RUN * rs.count() {
-                self.pack_by_table(p0, kc, rs, nr, panel, &mut table, &mut image);
-                continue;
-            }
-            for (out, t) in panel.chunks_exact_mut(nr).take(kc).zip(Taps::from(g, p0)) {
-                for r in rs {
-                    gather(self.x, self.p, t, &r, &mut out[r.col..], 1);
-                }
-                zero(&mut out[cols..]);
-            }
+            _ => im2col_panels::<Portable>(self.x, self.p, p0, kc, j0, nc, nr, dst),
         }
     }
 }
@@ -571,63 +423,6 @@ mod x86 {
         dst: &mut [f32],
     ) {
         b.pack::<Avx512>(p0, kc, j0, nc, nr, dst)
-    }
-}
-
-/// Runs shorter than this on average (small output images: 4×4, 8×8) are packed through a
-/// table of offsets instead, as are strided layers: a fixed cost per value rather than per
-/// run (measured on the DCGAN layers).
-const SHORT_RUN: usize = 16;
-
-impl Im2col<'_> {
-    /// Packs one panel (columns given by `rs`) value by value: for each spatial tap and
-    /// column, where in a channel plane the tap reads (or −1 in the padding). The same table
-    /// serves every input channel. `table` and `image` are the caller's buffers.
-    #[allow(clippy::too_many_arguments)]
-    fn pack_by_table(
-        &self,
-        p0: usize,
-        kc: usize,
-        rs: Runs,
-        nr: usize,
-        panel: &mut [f32],
-        table: &mut Vec<isize>,
-        image: &mut Vec<usize>,
-    ) {
-        let (p, g) = (self.p, &self.p.g);
-        let (plane, taps) = (g.h * g.w, g.kh * g.kw);
-        table.clear();
-        table.resize(taps * nr, -1);
-        image.clear();
-        image.resize(nr, 0);
-        for r in rs {
-            for e in 0..r.len {
-                let c = r.col + e;
-                image[c] = r.b * g.c_in * plane;
-                for i in 0..g.kh {
-                    let ih = (r.oh * g.stride[0] + i * g.dilation[0]) as isize + p.origin[0];
-                    for j in 0..g.kw {
-                        let iw =
-                            ((r.ow + e) * g.stride[1] + j * g.dilation[1]) as isize + p.origin[1];
-                        if ih >= 0 && ih < g.h as isize && iw >= 0 && iw < g.w as isize {
-                            table[(i * g.kw + j) * nr + c] = ih * g.w as isize + iw;
-                        }
-                    }
-                }
-            }
-        }
-        for (q, out) in panel.chunks_exact_mut(nr).take(kc).enumerate() {
-            let (ci, t) = ((p0 + q) / taps, (p0 + q) % taps);
-            let offsets = &table[t * nr..(t + 1) * nr];
-            for c in 0..nr {
-                let off = offsets[c];
-                out[c] = if off >= 0 {
-                    self.x[image[c] + ci * plane + off as usize]
-                } else {
-                    0.0
-                };
-            }
-        }
     }
 }
 
@@ -1358,7 +1153,7 @@ impl Im2colT<'_> {
             std::mem::swap(&mut win, &mut next);
             // Prefetching pays when a window spans several output rows, so the next one
             // reads input rows not yet touched (measured, backward-weight at batch 64: D3
-            // 13.4 → 11.9 ms, D4 level; D2, one output row per window, 13.1 → 14.1 ms
+            // about 14 → 12 ms, D4 level; D2, one output row per window, 13.1 → 14.1 ms
             // with it).
             let more = a + WINDOW < kc;
             if more {

@@ -3,8 +3,8 @@
 //! GEMM reduction runs along the pixels, the contiguous axis of NCHW).
 //!
 //! [`Lanes`] is implemented twice: [`Portable`] (plain loops) and, on x86-64, [`Avx512`]
-//! (16-lane masked loads and stores, so a run of any length needs no scalar tail and never
-//! reads past its row). A packing routine is written once, generic over `Lanes`, and
+//! (16-lane loads and masked stores, so a run of any length needs no scalar tail; loads
+//! are whole vectors where the caller says they may read that far, masked otherwise). A packing routine is written once, generic over `Lanes`, and
 //! instantiated inside a `#[target_feature(enable = "avx512f")]` entry point for the AVX-512
 //! form, so the intrinsics inline into it. [`PackIsa`] is the run-time choice.
 
@@ -70,6 +70,10 @@ pub(crate) struct Portable;
 impl Lanes for Portable {
     #[inline(always)]
     unsafe fn copy(dst: *mut f32, src: *const f32, n: usize, s: usize, _avail: usize) {
+        if s == 1 {
+            // SAFETY: as below; the two ranges belong to different buffers.
+            return unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
+        }
         for e in 0..n {
             // SAFETY: the caller's contract covers dst[e] and src[e·s].
             unsafe { *dst.add(e) = *src.add(e * s) };
