@@ -46,6 +46,9 @@ pub(crate) trait Lanes: Copy {
     unsafe fn copy(dst: *mut f32, src: *const f32, n: usize, s: usize, avail: usize);
     /// `dst[e·s] += src[e]` for `e` in `0..n`; `dst[..avail]` may be read.
     unsafe fn add_strided(dst: *mut f32, src: *const f32, n: usize, s: usize, avail: usize);
+    /// `dst[e·s] = src[e]` for `e` in `0..n`; nothing between those elements is read or
+    /// written.
+    unsafe fn store_strided(dst: *mut f32, src: *const f32, n: usize, s: usize);
     /// `dst[..n] = 0`.
     unsafe fn zero(dst: *mut f32, n: usize);
     /// A hint to bring the cache line holding `p` into L2; any address is allowed.
@@ -85,6 +88,14 @@ impl Lanes for Portable {
         for e in 0..n {
             // SAFETY: as in `copy`.
             unsafe { *dst.add(e * s) += *src.add(e) };
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store_strided(dst: *mut f32, src: *const f32, n: usize, s: usize) {
+        for e in 0..n {
+            // SAFETY: as in `copy`.
+            unsafe { *dst.add(e * s) = *src.add(e) };
         }
     }
 
@@ -253,6 +264,46 @@ mod x86 {
             }
         }
 
+        /// Stride 2 spreads 8 source values over the even lanes of a 16-lane window and
+        /// stores them under an even-lane mask: no load of the destination.
+        #[inline(always)]
+        unsafe fn store_strided(dst: *mut f32, src: *const f32, n: usize, s: usize) {
+            // SAFETY (whole body): loads of the n source values (masked), stores of the
+            // named destination elements only (masks `first(c)` and even lanes).
+            unsafe {
+                match s {
+                    1 => {
+                        for e in (0..n).step_by(16) {
+                            let c = (n - e).min(16);
+                            store(dst.add(e), c, load(src.add(e), c, c == 16));
+                        }
+                    }
+                    2 => {
+                        let lo = _mm512_loadu_si512(idx(|l| l / 2).as_ptr().cast());
+                        let hi = _mm512_loadu_si512(idx(|l| 8 + l / 2).as_ptr().cast());
+                        for e in (0..n).step_by(16) {
+                            let c = (n - e).min(16);
+                            let v = load(src.add(e), c, c == 16);
+                            for (half, spread) in [(0, lo), (1, hi)] {
+                                let k = c.saturating_sub(8 * half).min(8);
+                                if k == 0 {
+                                    break;
+                                }
+                                let at = 2 * e + 16 * half;
+                                let m = EVEN & first(2 * k - 1);
+                                _mm512_mask_storeu_ps(
+                                    dst.add(at),
+                                    m,
+                                    _mm512_permutexvar_ps(spread, v),
+                                );
+                            }
+                        }
+                    }
+                    _ => super::Portable::store_strided(dst, src, n, s),
+                }
+            }
+        }
+
         #[inline(always)]
         fn prefetch(p: *const f32) {
             // SAFETY: a prefetch never faults and changes no program state.
@@ -287,50 +338,46 @@ mod x86 {
             // SAFETY (whole body): loads of rows r < rows, lanes < cols; stores of rows
             // c < cols, lanes < width: the blocks the caller's contract covers.
             unsafe {
-                let r: [__m512; 16] = std::array::from_fn(|i| {
-                    if i < rows {
-                        load(src.add(i * ls), cols, cols == 16)
-                    } else {
-                        _mm512_setzero_ps()
-                    }
-                });
-                let t: [__m512; 16] = std::array::from_fn(|i| {
+                // Plain loops, not `array::from_fn`: a closure is a function of its own,
+                // shared by every caller, and not always inlined into the AVX-512 one.
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, v) in r.iter_mut().enumerate().take(rows) {
+                    *v = load(src.add(i * ls), cols, cols == 16);
+                }
+                let mut t = [_mm512_setzero_ps(); 16];
+                for i in 0..16 {
                     let (a, b) = (r[i & !1], r[i | 1]);
-                    if i % 2 == 0 {
+                    t[i] = if i % 2 == 0 {
                         _mm512_unpacklo_ps(a, b)
                     } else {
                         _mm512_unpackhi_ps(a, b)
-                    }
-                });
+                    };
+                }
                 // u[4g + c]: from t[4g + (c / 2)] and t[4g + 2 + (c / 2)], low or high half.
-                let u: [__m512; 16] = std::array::from_fn(|i| {
+                let mut u = [_mm512_setzero_ps(); 16];
+                for i in 0..16 {
                     let (g, c) = (i / 4, i % 4);
                     let a = _mm512_castps_pd(t[4 * g + c / 2]);
                     let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
-                    _mm512_castpd_ps(if c % 2 == 0 {
+                    u[i] = _mm512_castpd_ps(if c % 2 == 0 {
                         _mm512_unpacklo_pd(a, b)
                     } else {
                         _mm512_unpackhi_pd(a, b)
-                    })
-                });
+                    });
+                }
                 // v[2c + h]: lanes (0, 2) (h = 0) or (1, 3) (h = 1) of u[c], u[4 + c]; w the
                 // same of u[8 + c], u[12 + c].
-                let v: [__m512; 8] = std::array::from_fn(|i| {
+                let (mut v, mut w) = ([_mm512_setzero_ps(); 8], [_mm512_setzero_ps(); 8]);
+                for i in 0..8 {
                     let (c, h) = (i / 2, i % 2);
                     if h == 0 {
-                        _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c])
+                        v[i] = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+                        w[i] = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
                     } else {
-                        _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c])
+                        v[i] = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+                        w[i] = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
                     }
-                });
-                let w: [__m512; 8] = std::array::from_fn(|i| {
-                    let (c, h) = (i / 2, i % 2);
-                    if h == 0 {
-                        _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c])
-                    } else {
-                        _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c])
-                    }
-                });
+                }
                 let mw = first(width);
                 for col in 0..cols {
                     // Column 4L + c: lane L of each; L = 0, 2 come from v/w[2c], L = 1, 3
@@ -388,6 +435,17 @@ mod tests {
                             *b
                         };
                         assert_eq!(*a, want, "{isa:?} add_strided s {s} n {n} at {i}");
+                    }
+
+                    let mut out = vec![f32::NAN; n * s + 3];
+                    // SAFETY: out holds (n − 1)·s + 1 elements, add n.
+                    unsafe { run_store(isa, out.as_mut_ptr(), add.as_ptr(), n, s) };
+                    for (i, o) in out.iter().enumerate() {
+                        if i % s == 0 && i / s < n {
+                            assert_eq!(*o, add[i / s], "{isa:?} store_strided s {s} n {n} at {i}");
+                        } else {
+                            assert!(o.is_nan(), "{isa:?} store_strided s {s} n {n} wrote {i}");
+                        }
                     }
                 }
             }
@@ -467,6 +525,16 @@ mod tests {
         }
     }
 
+    unsafe fn run_store(isa: PackIsa, dst: *mut f32, src: *const f32, n: usize, s: usize) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in run_copy.
+            PackIsa::Avx512 => unsafe { avx::store(dst, src, n, s) },
+            // SAFETY: forwarded.
+            _ => unsafe { Portable::store_strided(dst, src, n, s) },
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     unsafe fn run_transpose(
         isa: PackIsa,
@@ -502,6 +570,12 @@ mod tests {
         pub unsafe fn add(dst: *mut f32, src: *const f32, n: usize, s: usize, avail: usize) {
             // SAFETY: forwarded from the caller.
             unsafe { Avx512::add_strided(dst, src, n, s, avail) }
+        }
+
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn store(dst: *mut f32, src: *const f32, n: usize, s: usize) {
+            // SAFETY: forwarded from the caller.
+            unsafe { Avx512::store_strided(dst, src, n, s) }
         }
 
         #[target_feature(enable = "avx512f")]

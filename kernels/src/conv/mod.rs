@@ -14,6 +14,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod cuda_check;
+pub mod direct;
 pub mod im2col;
 pub mod lanes;
 pub mod reference;
@@ -143,15 +144,22 @@ pub enum ConvVariant {
     /// [`cpu::portable`]: the default rung with plain-loop packing and scatter, what a CPU
     /// without AVX-512 runs.
     ImplicitGemmPortablePack,
+    /// [`direct`]: implicit GEMM reading the input where it lies (only the weights packed),
+    /// backward-data split by stride phase.
+    Direct,
+    /// [`direct`] with its plain-loop micro-kernel, what a CPU without AVX-512 runs.
+    DirectPortable,
 }
 
 impl ConvVariant {
-    pub const ALL: [ConvVariant; 5] = [
+    pub const ALL: [ConvVariant; 7] = [
         ConvVariant::Reference,
         ConvVariant::Im2colGemm,
         ConvVariant::ImplicitGemm,
         ConvVariant::ImplicitGemmRewrite,
         ConvVariant::ImplicitGemmPortablePack,
+        ConvVariant::Direct,
+        ConvVariant::DirectPortable,
     ];
 
     pub fn forward(
@@ -170,6 +178,8 @@ impl ConvVariant {
             ConvVariant::ImplicitGemmPortablePack => {
                 cpu::portable::conv2d_forward(x, w, bias, y, g)
             }
+            ConvVariant::Direct => direct::conv2d_forward(x, w, bias, y, g),
+            ConvVariant::DirectPortable => direct::conv2d_forward_portable(x, w, bias, y, g),
         }
     }
 
@@ -182,6 +192,8 @@ impl ConvVariant {
             ConvVariant::ImplicitGemmPortablePack => {
                 cpu::portable::conv2d_backward_data(dy, w, dx, g)
             }
+            ConvVariant::Direct => direct::conv2d_backward_data(dy, w, dx, g),
+            ConvVariant::DirectPortable => direct::conv2d_backward_data_portable(dy, w, dx, g),
         }
     }
 
@@ -194,6 +206,8 @@ impl ConvVariant {
             ConvVariant::ImplicitGemmPortablePack => {
                 cpu::portable::conv2d_backward_weight(x, dy, dw, g)
             }
+            ConvVariant::Direct => direct::conv2d_backward_weight(x, dy, dw, g),
+            ConvVariant::DirectPortable => direct::conv2d_backward_weight_portable(x, dy, dw, g),
         }
     }
 }

@@ -160,6 +160,8 @@ mod fast {
             ConvVariant::ImplicitGemm,
             ConvVariant::ImplicitGemmRewrite,
             ConvVariant::ImplicitGemmPortablePack,
+            ConvVariant::Direct,
+            ConvVariant::DirectPortable,
         ] {
             check_variant(v, g, seed)?;
         }

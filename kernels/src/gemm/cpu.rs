@@ -179,6 +179,14 @@ pub struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so a closure captures the whole `SendPtr`, not its field).
+    #[inline]
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `dst = src`, or `dst += src` with `add`: how a finished tile row reaches its destination.
 #[inline]
 pub fn write_row(dst: &mut [f32], src: &[f32], add: bool) {

@@ -1,0 +1,937 @@
+//! Direct convolution: an implicit GEMM whose input operand is never packed.
+//!
+//! The forward pass is `Y[oc, q] = Σ_k W[oc, k] · X̂[k, q]` over output pixels `q = (n, oh, ow)`
+//! and taps `k = (ic, i, j)`. The packed implicit GEMM ([`super::cpu`]) copies `X̂` into panels
+//! first; here the micro-kernel reads each `X̂[k, q]` where it already lies in the input:
+//!
+//! ```text
+//! X̂[k, q] = xp[base[q] + koff[k]]
+//!     base[q] = n·C·Hp·Wp + oh·sh·Wp + ow·sw         (the pixel's window origin)
+//!     koff[k] = ic·Hp·Wp + i·dh·Wp + j·dw             (the tap's offset in the window)
+//! ```
+//!
+//! where `xp` is the input with its zero padding written out (`Hp × Wp` planes), so every tap
+//! of every pixel is a plain load and no edge needs a branch. Only the weights are packed:
+//! panels of 64 output channels, `k`-major (`panel[k][0..64]`), once per call.
+//!
+//! The micro-kernel ([`MicroTile`]) holds a 6-pixel × 64-channel tile of `Y` in 24 AVX-512
+//! registers, each pixel's 64 channels as four 16-lane vectors. Per tap `k` it loads the four
+//! weight vectors `W[oc0..oc0 + 64, k]` and broadcasts six input values, one per pixel, from
+//! six base pointers plus the shared `koff[k]`: 24 FMAs for 10 loads. The tile is kept
+//! pixel-major (`C[q][oc]`), so the result is transposed into NCHW once, at the end.
+//!
+//! Blocking: pixels are split into blocks of [`PIX_BLOCK`] (the parallel unit); within a block
+//! the taps run in slices of [`KC`]. For each slice and each 64-channel panel, the panel's
+//! `KC × 64` weights (64 KiB) are streamed from L2 past every pixel tile of the block, whose
+//! input rows for the slice stay in L1; the block's `C` tile (`PIX_BLOCK × C_out`) stays in L2.
+
+use super::lanes::{Lanes, PackIsa, Portable};
+use super::Conv2dGeom;
+use crate::gemm::cpu::SendPtr;
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+/// Output channels per weight panel: four 16-lane vectors.
+pub const OC_TILE: usize = 64;
+/// Output pixels per micro-tile.
+pub const PIX_TILE: usize = 6;
+/// Taps per slice of the reduction.
+const KC: usize = 256;
+/// Output pixels per parallel block (a multiple of [`PIX_TILE`]).
+const PIX_BLOCK: usize = 16 * PIX_TILE;
+
+/// A 6-pixel × 64-channel tile: `C[q][v]` for pixels `q < 6` and channels `v < 64` at
+/// `c[q·ldc + v]`, computed as `Σ_p a[p·64 + v] · base[q][koff[p]]` over `p < kc`, added to
+/// `C` when `add` is set.
+///
+/// # Safety
+/// `a` holds `kc·64` floats, `koff` holds `kc` offsets, every `base[q] + koff[p]` is inside
+/// one live allocation, `c` is valid for the 6 rows of 64 floats at stride `ldc`, and no
+/// other thread touches those rows.
+type MicroTile = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    koff: *const u32,
+    base: &[*const f32; PIX_TILE],
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+);
+
+/// The plain-loop micro-tile, for CPUs without AVX-512 (and tested on every machine).
+///
+/// # Safety
+/// See [`MicroTile`].
+unsafe fn tile_portable(
+    kc: usize,
+    a: *const f32,
+    koff: *const u32,
+    base: &[*const f32; PIX_TILE],
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+) {
+    let mut acc = [[0f32; OC_TILE]; PIX_TILE];
+    for p in 0..kc {
+        // SAFETY: bounds per the contract.
+        unsafe {
+            let o = *koff.add(p) as usize;
+            let w = std::slice::from_raw_parts(a.add(p * OC_TILE), OC_TILE);
+            for (q, row) in acc.iter_mut().enumerate() {
+                let x = *base[q].add(o);
+                for (r, wv) in row.iter_mut().zip(w) {
+                    *r += wv * x;
+                }
+            }
+        }
+    }
+    for (q, row) in acc.iter().enumerate() {
+        // SAFETY: `c` rows per the contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(q * ldc), OC_TILE) };
+        for (d, r) in dst.iter_mut().zip(row) {
+            *d = if add { *d + r } else { *r };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Job, SendPtr, OC_TILE, PIX_TILE};
+    use crate::conv::lanes::Avx512;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// As [`super::store_block`]; the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn store_block(job: &Job, cb: &mut [f32], q0: usize, nq: usize, dst: SendPtr) {
+        // SAFETY: forwarded from the caller.
+        unsafe { super::store_block::<Avx512>(job, cb, q0, nq, dst) }
+    }
+
+    /// AVX-512 weight-gradient tile: 24 zmm accumulators, `acc[t][v]` = tap `t`, channels
+    /// `16v..16v + 16`.
+    ///
+    /// # Safety
+    /// See [`super::MicroTileW`]; the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile_w_avx512(
+        kc: usize,
+        a: *const f32,
+        base: *const *const f32,
+        off: &[usize; PIX_TILE],
+        c: *mut f32,
+        ldc: usize,
+        add: bool,
+    ) {
+        let o = *off;
+        let mut acc = [[_mm512_setzero_ps(); 4]; PIX_TILE];
+        for p in 0..kc {
+            // SAFETY: bounds per the contract.
+            unsafe {
+                let b = *base.add(p);
+                let ap = a.add(p * OC_TILE);
+                let w = [
+                    _mm512_loadu_ps(ap),
+                    _mm512_loadu_ps(ap.add(16)),
+                    _mm512_loadu_ps(ap.add(32)),
+                    _mm512_loadu_ps(ap.add(48)),
+                ];
+                for (t, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*b.add(o[t]));
+                    for (r, wv) in row.iter_mut().zip(&w) {
+                        *r = _mm512_fmadd_ps(*wv, x, *r);
+                    }
+                }
+            }
+        }
+        for (t, row) in acc.iter().enumerate() {
+            for (v, r) in row.iter().enumerate() {
+                // SAFETY: `c` rows per the contract.
+                unsafe {
+                    let dst = c.add(t * ldc + 16 * v);
+                    let sum = if add {
+                        _mm512_add_ps(*r, _mm512_loadu_ps(dst))
+                    } else {
+                        *r
+                    };
+                    _mm512_storeu_ps(dst, sum);
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`super::transpose_into`]; the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose_into(
+        src: *const f32,
+        ls: usize,
+        [rows, cols]: [usize; 2],
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { super::transpose_into::<Avx512>(src, ls, [rows, cols], dst, ld) }
+    }
+
+    /// AVX-512 micro-tile: 24 zmm accumulators, `acc[q][v]` = pixel `q`, channels
+    /// `16v..16v + 16`.
+    ///
+    /// # Safety
+    /// See [`super::MicroTile`]; the CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile_avx512(
+        kc: usize,
+        a: *const f32,
+        koff: *const u32,
+        base: &[*const f32; PIX_TILE],
+        c: *mut f32,
+        ldc: usize,
+        add: bool,
+    ) {
+        let b = *base;
+        let mut acc = [[_mm512_setzero_ps(); 4]; PIX_TILE];
+        for p in 0..kc {
+            // SAFETY: bounds per the contract.
+            unsafe {
+                let o = *koff.add(p) as usize;
+                let ap = a.add(p * OC_TILE);
+                let w = [
+                    _mm512_loadu_ps(ap),
+                    _mm512_loadu_ps(ap.add(16)),
+                    _mm512_loadu_ps(ap.add(32)),
+                    _mm512_loadu_ps(ap.add(48)),
+                ];
+                for (q, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*b[q].add(o));
+                    for (r, wv) in row.iter_mut().zip(&w) {
+                        *r = _mm512_fmadd_ps(*wv, x, *r);
+                    }
+                }
+            }
+        }
+        for (q, row) in acc.iter().enumerate() {
+            for (v, r) in row.iter().enumerate() {
+                // SAFETY: `c` rows per the contract.
+                unsafe {
+                    let dst = c.add(q * ldc + 16 * v);
+                    let sum = if add {
+                        _mm512_add_ps(*r, _mm512_loadu_ps(dst))
+                    } else {
+                        *r
+                    };
+                    _mm512_storeu_ps(dst, sum);
+                }
+            }
+        }
+    }
+}
+
+/// The weight-gradient tile: `C[t][v]` for taps `t < 6` and channels `v < 64` at
+/// `c[t·ldc + v]`, computed as `Σ_p a[p·64 + v] · base[p][off[t]]` over pixels `p < kc`
+/// (added to `C` when `add` is set).
+///
+/// # Safety
+/// `a` holds `kc·64` floats, `base` holds `kc` pointers, every `base[p] + off[t]` is inside
+/// one live allocation, `c` is valid for the 6 rows of 64 floats at stride `ldc`, and no
+/// other thread touches those rows.
+type MicroTileW = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    base: *const *const f32,
+    off: &[usize; PIX_TILE],
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+);
+
+/// The plain-loop weight-gradient tile.
+///
+/// # Safety
+/// See [`MicroTileW`].
+unsafe fn tile_w_portable(
+    kc: usize,
+    a: *const f32,
+    base: *const *const f32,
+    off: &[usize; PIX_TILE],
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+) {
+    let mut acc = [[0f32; OC_TILE]; PIX_TILE];
+    for p in 0..kc {
+        // SAFETY: bounds per the contract.
+        unsafe {
+            let b = *base.add(p);
+            let w = std::slice::from_raw_parts(a.add(p * OC_TILE), OC_TILE);
+            for (t, row) in acc.iter_mut().enumerate() {
+                let x = *b.add(off[t]);
+                for (r, wv) in row.iter_mut().zip(w) {
+                    *r += wv * x;
+                }
+            }
+        }
+    }
+    for (t, row) in acc.iter().enumerate() {
+        // SAFETY: `c` rows per the contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(t * ldc), OC_TILE) };
+        for (d, r) in dst.iter_mut().zip(row) {
+            *d = if add { *d + r } else { *r };
+        }
+    }
+}
+
+/// `dst[c·ld + r] = src[r·ls + c]` for the whole `rows × cols` block, in 16×16 pieces.
+///
+/// # Safety
+/// `src` is readable and `dst` writable over those blocks, and no other thread writes the
+/// part of `dst`.
+#[inline(always)]
+unsafe fn transpose_into<L: Lanes>(
+    src: *const f32,
+    ls: usize,
+    [rows, cols]: [usize; 2],
+    dst: *mut f32,
+    ld: usize,
+) {
+    for r0 in (0..rows).step_by(16) {
+        let nr = (rows - r0).min(16);
+        for c0 in (0..cols).step_by(16) {
+            // SAFETY: a 16×16 piece of the caller's blocks.
+            unsafe {
+                L::transpose(
+                    src.add(r0 * ls + c0),
+                    ls,
+                    nr,
+                    (cols - c0).min(16),
+                    dst.add(c0 * ld + r0),
+                    ld,
+                    nr,
+                )
+            };
+        }
+    }
+}
+
+/// [`transpose_into`] with the ISA's moves.
+///
+/// # Safety
+/// As [`transpose_into`].
+unsafe fn transpose(
+    isa: PackIsa,
+    src: *const f32,
+    ls: usize,
+    rc: [usize; 2],
+    dst: *mut f32,
+    ld: usize,
+) {
+    match isa {
+        // SAFETY: forwarded; the ISA was detected.
+        #[cfg(target_arch = "x86_64")]
+        PackIsa::Avx512 => unsafe { x86::transpose_into(src, ls, rc, dst, ld) },
+        // SAFETY: forwarded.
+        _ => unsafe { transpose_into::<Portable>(src, ls, rc, dst, ld) },
+    }
+}
+
+fn micro_tile_w(isa: PackIsa) -> MicroTileW {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        PackIsa::Avx512 => x86::tile_w_avx512,
+        _ => tile_w_portable,
+    }
+}
+
+fn micro_tile(isa: PackIsa) -> MicroTile {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        PackIsa::Avx512 => x86::tile_avx512,
+        _ => tile_portable,
+    }
+}
+
+/// One direct-convolution GEMM: `dst[ch][pixel] (+)= Σ_k wpk[ch][k] · src[base(pixel) + koff[k]]`
+/// over a grid of output pixels `(n, r, c)`. The forward pass is one job; backward-data is one
+/// job per stride phase.
+struct Job<'a> {
+    /// The zero-padded source: the input (forward) or the output gradient (backward-data).
+    src: &'a [f32],
+    /// Weights packed by [`pack_panels`]: `channels` rounded up to panels of 64, `k`-major.
+    wpk: Vec<f32>,
+    /// Offset of each tap `k` from a pixel's window origin in `src`.
+    koff: Vec<u32>,
+    /// Output channels actually written.
+    channels: usize,
+    /// Pixel grid: images, rows, columns; pixel `q = (n·rows + r)·cols + c`.
+    grid: [usize; 3],
+    /// Window origin of pixel `(n, r, c)` in `src`: `n·s[0] + r·s[1] + c·s[2]`.
+    src_step: [usize; 3],
+    /// Position of pixel `(n, r, c)`, channel `ch` in the destination:
+    /// `at + n·d[0] + r·d[1] + c·d[2] + ch·d[3]`.
+    dst_at: usize,
+    dst_step: [usize; 4],
+    /// Added to every output channel (forward only).
+    bias: Option<&'a [f32]>,
+}
+
+impl Job<'_> {
+    fn pixels(&self) -> usize {
+        self.grid.iter().product()
+    }
+
+    fn coords(&self, q: usize) -> [usize; 3] {
+        let [_, rows, cols] = self.grid;
+        [q / (rows * cols), q / cols % rows, q % cols]
+    }
+
+    fn dst_of(&self, [n, r, c]: [usize; 3]) -> usize {
+        let d = self.dst_step;
+        self.dst_at + n * d[0] + r * d[1] + c * d[2]
+    }
+
+    /// Runs the job over every pixel, blocks of [`PIX_BLOCK`] pixels in parallel.
+    fn run(&self, dst: SendPtr, isa: PackIsa) {
+        let tile = micro_tile(isa);
+        let k = self.koff.len();
+        let ocp = self.channels.div_ceil(OC_TILE) * OC_TILE;
+        let pixels = self.pixels();
+        let src = self.src;
+        (0..pixels.div_ceil(PIX_BLOCK))
+            .into_par_iter()
+            .for_each(|blk| {
+                let q0 = blk * PIX_BLOCK;
+                let nq = PIX_BLOCK.min(pixels - q0);
+                let tiles = nq.div_ceil(PIX_TILE);
+                // Window origin of each pixel; the last tile's spare slots repeat the last
+                // pixel.
+                let base: Vec<*const f32> = (0..tiles * PIX_TILE)
+                    .map(|t| {
+                        let [n, r, c] = self.coords(q0 + t.min(nq - 1));
+                        let s = self.src_step;
+                        // SAFETY: a window origin lies inside `src` (the job's contract).
+                        unsafe { src.as_ptr().add(n * s[0] + r * s[1] + c * s[2]) }
+                    })
+                    .collect();
+                CBUF.with(|cb| {
+                    let mut cb = cb.borrow_mut();
+                    cb.resize(tiles * PIX_TILE * ocp, 0.0);
+                    let c = cb.as_mut_ptr();
+                    for pc in (0..k).step_by(KC) {
+                        let kc = KC.min(k - pc);
+                        for panel in 0..ocp / OC_TILE {
+                            let a = self.wpk[(panel * k + pc) * OC_TILE..].as_ptr();
+                            for (t, b) in base.chunks_exact(PIX_TILE).enumerate() {
+                                // SAFETY: `a` holds the panel's `kc` taps from `pc`, `koff`
+                                // `kc` offsets from `pc`, each of which stays inside the
+                                // image of any window origin; `c` has the tile's 6 rows of
+                                // `ocp` floats, this thread's own.
+                                unsafe {
+                                    tile(
+                                        kc,
+                                        a,
+                                        self.koff.as_ptr().add(pc),
+                                        b.try_into().unwrap(),
+                                        c.add(t * PIX_TILE * ocp + panel * OC_TILE),
+                                        ocp,
+                                        pc > 0,
+                                    )
+                                };
+                            }
+                        }
+                    }
+                    // SAFETY: the block's pixels are this thread's alone.
+                    unsafe { store(self, &mut cb, q0, nq, dst, isa) };
+                });
+            });
+    }
+}
+
+/// Writes a finished block — `cb[i·ocp + ch]` for pixels `q0 + i`, `i < nq` — to the
+/// destination, adding the bias: runs of up to 16 pixels whose destinations are evenly
+/// spaced, transposed 16 channels at a time (stored directly when the spacing is 1, else
+/// through a small buffer and strided stores).
+///
+/// # Safety
+/// `dst` holds every position of the job, and no other thread writes pixels `q0..q0 + nq`.
+#[inline(always)]
+unsafe fn store_block<L: Lanes>(job: &Job, cb: &mut [f32], q0: usize, nq: usize, dst: SendPtr) {
+    let ocp = job.channels.div_ceil(OC_TILE) * OC_TILE;
+    if let Some(b) = job.bias {
+        for row in cb.chunks_mut(ocp).take(nq) {
+            for (v, b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+    let [_, rows, cols] = job.grid;
+    let [_, drow, dcol, dch] = job.dst_step;
+    // A run may cross rows when the rows are laid end to end in the destination.
+    let span = if drow == cols * dcol {
+        rows * cols
+    } else {
+        cols
+    };
+    let mut buf = [0f32; 256];
+    let mut i = 0;
+    while i < nq {
+        let q = q0 + i;
+        let run = (nq - i).min(span - q % span).min(16);
+        let at = job.dst_of(job.coords(q));
+        for ch0 in (0..job.channels).step_by(16) {
+            let chs = (job.channels - ch0).min(16);
+            let from = cb[i * ocp + ch0..].as_ptr();
+            // SAFETY: reads rows i..i + run of `cb`; writes channels ch0..ch0 + chs of the
+            // run's pixels, inside `dst` and this thread's own.
+            unsafe {
+                let to = dst.get().add(at + ch0 * dch);
+                // One transpose call site, so that it inlines into the AVX-512 caller.
+                let (t, ld) = if dcol == 1 {
+                    (to, dch)
+                } else {
+                    (buf.as_mut_ptr(), 16)
+                };
+                L::transpose(from, ocp, run, chs, t, ld, run);
+                if dcol != 1 {
+                    for c in 0..chs {
+                        L::store_strided(to.add(c * dch), buf[c * 16..].as_ptr(), run, dcol);
+                    }
+                }
+            }
+        }
+        i += run;
+    }
+}
+
+/// [`store_block`] with the ISA's moves.
+///
+/// # Safety
+/// As [`store_block`].
+unsafe fn store(job: &Job, cb: &mut [f32], q0: usize, nq: usize, dst: SendPtr, isa: PackIsa) {
+    match isa {
+        // SAFETY: forwarded; the ISA was detected.
+        #[cfg(target_arch = "x86_64")]
+        PackIsa::Avx512 => unsafe { x86::store_block(job, cb, q0, nq, dst) },
+        // SAFETY: forwarded.
+        _ => unsafe { store_block::<Portable>(job, cb, q0, nq, dst) },
+    }
+}
+
+thread_local! {
+    /// Per-thread `C` tile of a pixel block, reused across calls.
+    static CBUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `src` (`[n][c][h][w]`) copied into zeroed planes of `hp × wp` at row `top`, column `left`.
+fn padded(
+    src: &[f32],
+    [h, w]: [usize; 2],
+    [hp, wp]: [usize; 2],
+    [top, left]: [usize; 2],
+) -> Vec<f32> {
+    let mut out = vec![0f32; src.len() / (h * w).max(1) * hp * wp];
+    out.par_chunks_mut(hp * wp)
+        .zip(src.par_chunks(h * w))
+        .for_each(|(dst, src)| {
+            for (r, row) in src.chunks(w).enumerate() {
+                let at = (r + top) * wp + left;
+                dst[at..at + w].copy_from_slice(row);
+            }
+        });
+    out
+}
+
+/// `src` (`[n][c][h][w]`) transposed to channels-last and copied into zeroed images of
+/// `hp × wp` pixels at row `top`, column `left`: `out[n][top + r][left + col][ch]`. Channel
+/// runs make the taps of one pixel adjacent, so a micro-tile reads whole cache lines and the
+/// hardware prefetcher follows it.
+fn padded_nhwc(
+    src: &[f32],
+    c: usize,
+    [h, w]: [usize; 2],
+    [hp, wp]: [usize; 2],
+    [top, left]: [usize; 2],
+    isa: PackIsa,
+) -> Vec<f32> {
+    let n = src.len() / (c * h * w).max(1);
+    let mut out = vec![0f32; n * hp * wp * c];
+    out.par_chunks_mut(wp * c).enumerate().for_each(|(i, dst)| {
+        let (img, r) = (i / hp, i % hp);
+        if r < top || r >= top + h {
+            return;
+        }
+        let from = &src[img * c * h * w + (r - top) * w..];
+        // SAFETY: reads `c` channel rows of `w` floats (stride h·w) of image img, writes
+        // `w` pixels of `c` channels inside this row of `out`.
+        unsafe {
+            transpose(
+                isa,
+                from.as_ptr(),
+                h * w,
+                [c, w],
+                dst[left * c..].as_mut_ptr(),
+                c,
+            )
+        };
+    });
+    out
+}
+
+/// Packs weights for `channels` output channels and `idx.len()` taps into panels of 64
+/// channels, `k`-major, zero past `channels`: `out[(panel·k + p)·64 + v] = w[ch·stride +
+/// idx[p]]` with `ch = panel·64 + v`.
+fn pack_panels(channels: usize, stride: usize, idx: &[usize], w: &[f32]) -> Vec<f32> {
+    let k = idx.len();
+    let mut out = vec![0f32; channels.div_ceil(OC_TILE) * k * OC_TILE];
+    out.par_chunks_mut(k * OC_TILE)
+        .enumerate()
+        .for_each(|(panel, dst)| {
+            let chs = OC_TILE.min(channels - panel * OC_TILE);
+            let w = &w[panel * OC_TILE * stride..];
+            for (row, &at) in dst.chunks_exact_mut(OC_TILE).zip(idx) {
+                for (v, d) in row[..chs].iter_mut().enumerate() {
+                    *d = w[v * stride + at];
+                }
+            }
+        });
+    out
+}
+
+/// Forward convolution (same contract as the reference kernel), with the best micro-tile
+/// for this CPU.
+pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], g: &Conv2dGeom) {
+    forward_with(x, w, bias, y, g, PackIsa::best())
+}
+
+/// [`conv2d_forward`] with the plain-loop micro-tile.
+pub fn conv2d_forward_portable(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    g: &Conv2dGeom,
+) {
+    forward_with(x, w, bias, y, g, PackIsa::Portable)
+}
+
+fn forward_with(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    g: &Conv2dGeom,
+    isa: PackIsa,
+) {
+    g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
+    if y.is_empty() {
+        return;
+    }
+    let ([ph, pw], [sh, sw], [dh, dw]) = (g.pad, g.stride, g.dilation);
+    let (hp, wp, c) = (g.h + 2 * ph, g.w + 2 * pw, g.c_in);
+    let xp = padded_nhwc(x, c, [g.h, g.w], [hp, wp], [ph, pw], isa);
+    let image = hp * wp * c;
+    check_offsets("conv2d", image);
+    // Taps in (i, j, ic) order: consecutive taps read adjacent channels.
+    let (taps, k) = (g.kh * g.kw, g.c_in * g.kh * g.kw);
+    let split = |t: usize| (t / (g.kw * c), t / c % g.kw, t % c);
+    let koff = (0..k)
+        .map(|t| {
+            let (i, j, ic) = split(t);
+            ((i * dh * wp + j * dw) * c + ic) as u32
+        })
+        .collect();
+    let idx: Vec<usize> = (0..k)
+        .map(|t| {
+            let (i, j, ic) = split(t);
+            ic * taps + i * g.kw + j
+        })
+        .collect();
+    let plane = g.h_out * g.w_out;
+    let job = Job {
+        src: &xp,
+        wpk: pack_panels(g.c_out, k, &idx, w),
+        koff,
+        channels: g.c_out,
+        grid: [g.n, g.h_out, g.w_out],
+        src_step: [image, sh * wp * c, sw * c],
+        dst_at: 0,
+        dst_step: [g.c_out * plane, g.w_out, 1, plane],
+        bias,
+    };
+    job.run(SendPtr(y.as_mut_ptr()), isa);
+}
+
+fn check_offsets(op: &str, image: usize) {
+    assert!(
+        image <= u32::MAX as usize,
+        "{op}: an image of {image} floats (padded) overflows the direct kernel's tap offsets"
+    );
+}
+
+/// Gradient w.r.t. the input (same contract as the reference kernel), with the best
+/// micro-tile for this CPU.
+pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+    backward_data_with(dy, w, dx, g, PackIsa::best())
+}
+
+/// [`conv2d_backward_data`] with the plain-loop micro-tile.
+pub fn conv2d_backward_data_portable(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
+    backward_data_with(dy, w, dx, g, PackIsa::Portable)
+}
+
+/// The taps of one axis that land on input positions of phase `rho` (positions `u` of the
+/// padded input with `u mod s = rho`), each as `(tap, c)`: the tap reads output position
+/// `u / s − c`.
+fn phase_taps(k: usize, s: usize, d: usize, rho: usize) -> Vec<(usize, usize)> {
+    (0..k)
+        .filter(|i| i * d % s == rho)
+        .map(|i| (i, (i * d - rho) / s))
+        .collect()
+}
+
+/// Backward-data split by stride phase: input pixels whose padded coordinates are
+/// `(U·sh + ρ, V·sw + σ)` receive only the taps `(i, j)` with `i·dh ≡ ρ (mod sh)` and
+/// `j·dw ≡ σ (mod sw)`, from output gradient position `(U − ci, V − cj)`. Each phase is a
+/// stride-1 convolution of the output gradient — zero-padded by the largest `c` above and
+/// enough below — with those taps: one [`Job`], written to every `sh`-th row and `sw`-th
+/// column of `dx`.
+fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa: PackIsa) {
+    g.assert_buffers("conv2d backward_data", [dx.len(), w.len(), dy.len()]);
+    let ([ph, pw], [sh, sw], [dh, dw]) = (g.pad, g.stride, g.dilation);
+    // Phases that no tap reaches (a kernel shorter than the stride) keep zeros.
+    let untouched = (0..sh).any(|r| phase_taps(g.kh, sh, dh, r).is_empty())
+        || (0..sw).any(|r| phase_taps(g.kw, sw, dw, r).is_empty());
+    if untouched || dy.is_empty() {
+        dx.par_iter_mut().for_each(|v| *v = 0.0);
+    }
+    if dy.is_empty() || dx.is_empty() {
+        return;
+    }
+    let (top, left) = ((g.kh - 1) * dh / sh, (g.kw - 1) * dw / sw);
+    // Largest U (V) of any input pixel: (h − 1 + ph) / sh.
+    let (u_max, v_max) = ((g.h - 1 + ph) / sh, (g.w - 1 + pw) / sw);
+    let hq = (g.h_out + top).max(u_max + top + 1);
+    let wq = (g.w_out + left).max(v_max + left + 1);
+    let c = g.c_out;
+    let dyp = padded_nhwc(dy, c, [g.h_out, g.w_out], [hq, wq], [top, left], isa);
+    let image = hq * wq * c;
+    check_offsets("conv2d backward_data", image);
+    let dxp = SendPtr(dx.as_mut_ptr());
+    for rho in 0..sh {
+        // Input rows of this phase: ih = U·sh + ρ − ph for U in u0..=u1 with 0 ≤ ih < h.
+        let u0 = (ph.saturating_sub(rho)).div_ceil(sh);
+        if u0 * sh + rho < ph || u0 * sh + rho - ph >= g.h {
+            continue;
+        }
+        let u1 = (g.h - 1 + ph - rho) / sh;
+        let ti = phase_taps(g.kh, sh, dh, rho);
+        for sigma in 0..sw {
+            let v0 = (pw.saturating_sub(sigma)).div_ceil(sw);
+            if v0 * sw + sigma < pw || v0 * sw + sigma - pw >= g.w {
+                continue;
+            }
+            let v1 = (g.w - 1 + pw - sigma) / sw;
+            let tj = phase_taps(g.kw, sw, dw, sigma);
+            if ti.is_empty() || tj.is_empty() {
+                continue;
+            }
+            // Taps k = (a, b, oc) over this phase's (ti[a], tj[b]), channels adjacent.
+            let (na, nb) = (ti.len(), tj.len());
+            let k = c * na * nb;
+            let split = |t: usize| (t / (nb * c), t / c % nb, t % c);
+            let koff = (0..k)
+                .map(|t| {
+                    let (a, b, oc) = split(t);
+                    (((top - ti[a].1) * wq + (left - tj[b].1)) * c + oc) as u32
+                })
+                .collect();
+            let idx: Vec<usize> = (0..k)
+                .map(|t| {
+                    let (a, b, oc) = split(t);
+                    (oc * g.c_in * g.kh + ti[a].0) * g.kw + tj[b].0
+                })
+                .collect();
+            let wpk = pack_panels(g.c_in, g.kh * g.kw, &idx, w);
+            // The window origin of pixel (n, r, col) is at (r·wq + col)·c from image n of
+            // the source, which starts at row u0, column v0 of the padded gradient.
+            let job = Job {
+                src: &dyp[(u0 * wq + v0) * c..],
+                wpk,
+                koff,
+                channels: g.c_in,
+                grid: [g.n, u1 + 1 - u0, v1 + 1 - v0],
+                src_step: [image, wq * c, c],
+                dst_at: (u0 * sh + rho - ph) * g.w + v0 * sw + sigma - pw,
+                dst_step: [g.c_in * g.h * g.w, sh * g.w, sw, g.h * g.w],
+                bias: None,
+            };
+            job.run(dxp, isa);
+        }
+    }
+}
+
+/// Gradient w.r.t. the weight (same contract as the reference kernel), with the best
+/// micro-tile for this CPU.
+pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
+    backward_weight_with(x, dy, dw, g, PackIsa::best())
+}
+
+/// [`conv2d_backward_weight`] with the plain-loop micro-tile.
+pub fn conv2d_backward_weight_portable(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom) {
+    backward_weight_with(x, dy, dw, g, PackIsa::Portable)
+}
+
+/// Taps per parallel unit of the weight gradient (a multiple of [`PIX_TILE`]).
+const TAP_BLOCK: usize = 16 * PIX_TILE;
+/// Pixels per slice of the weight gradient's reduction.
+const PIX_SLICE: usize = 256;
+
+/// `dWᵀ[k][oc] = Σ_q X̂[k, q] · dY[oc, q]`: the forward pass's roles turned around. The
+/// micro-tile holds 6 taps × 64 channels; per pixel `q` it loads the 64 channels of the
+/// output gradient — packed pixel-major, `dyt[panel][q][0..64]`, by 16×16 transposes — and
+/// broadcasts the 6 taps' inputs from the pixel's window origin. Taps are split into units
+/// of [`TAP_BLOCK`]; when there are too few units to keep every thread busy, the pixels are
+/// split too, and the partial gradients summed.
+fn backward_weight_with(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom, isa: PackIsa) {
+    g.assert_buffers("conv2d backward_weight", [x.len(), dw.len(), dy.len()]);
+    if dw.is_empty() {
+        return;
+    }
+    let plane = g.h_out * g.w_out;
+    let pixels = g.n * plane;
+    if pixels == 0 {
+        dw.fill(0.0);
+        return;
+    }
+    let ([ph, pw], [sh, sw], [dh, dwl]) = (g.pad, g.stride, g.dilation);
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let xp = if ph == 0 && pw == 0 {
+        Cow::Borrowed(x)
+    } else {
+        Cow::Owned(padded(x, [g.h, g.w], [hp, wp], [ph, pw]))
+    };
+    let image = g.c_in * hp * wp;
+    let (taps, k) = (g.kh * g.kw, g.c_in * g.kh * g.kw);
+    let kt = k.div_ceil(PIX_TILE) * PIX_TILE;
+    // Tap offsets, the spare ones past k repeating the last tap.
+    let koff: Vec<usize> = (0..kt)
+        .map(|t| {
+            let t = t.min(k - 1);
+            let (ic, i, j) = (t / taps, t / g.kw % g.kh, t % g.kw);
+            ic * hp * wp + i * dh * wp + j * dwl
+        })
+        .collect();
+    let base: Vec<*const f32> = (0..pixels)
+        .map(|q| {
+            let (n, p) = (q / plane, q % plane);
+            let (oh, ow) = (p / g.w_out, p % g.w_out);
+            // SAFETY: the window origin of an output pixel is inside the padded input.
+            unsafe { xp.as_ptr().add(n * image + oh * sh * wp + ow * sw) }
+        })
+        .collect();
+    struct Bases(Vec<*const f32>);
+    // SAFETY: read-only pointers into `xp`, which outlives every use below.
+    unsafe impl Sync for Bases {}
+    impl Bases {
+        fn at(&self, q: usize) -> *const *const f32 {
+            self.0[q..].as_ptr()
+        }
+    }
+    let base = Bases(base);
+
+    // The output gradient pixel-major, channels padded to whole panels.
+    let panels = g.c_out.div_ceil(OC_TILE);
+    let ocp = panels * OC_TILE;
+    let mut dyt = vec![0f32; panels * pixels * OC_TILE];
+    dyt.par_chunks_mut(plane * OC_TILE)
+        .enumerate()
+        .for_each(|(i, dst)| {
+            let (panel, n) = (i / g.n, i % g.n);
+            let chs = OC_TILE.min(g.c_out - panel * OC_TILE);
+            let src = &dy[(n * g.c_out + panel * OC_TILE) * plane..];
+            // SAFETY: reads chs channel planes of image n, writes this chunk.
+            unsafe {
+                transpose(
+                    isa,
+                    src.as_ptr(),
+                    plane,
+                    [chs, plane],
+                    dst.as_mut_ptr(),
+                    OC_TILE,
+                )
+            };
+        });
+    // dyt is [panel][n][p][64]: panel `panel`'s rows for all pixels are contiguous.
+
+    let units = kt.div_ceil(TAP_BLOCK);
+    let threads = rayon::current_num_threads();
+    let parts = if units >= 2 * threads {
+        1
+    } else {
+        (2 * threads)
+            .div_ceil(units)
+            .min(pixels.div_ceil(PIX_SLICE))
+    };
+    let per_part = pixels.div_ceil(parts);
+    let tile = micro_tile_w(isa);
+    // dWᵀ partials: [part][kt][ocp].
+    let mut dwt = vec![0f32; parts * kt * ocp];
+    dwt.par_chunks_mut(kt * ocp)
+        .enumerate()
+        .flat_map(|(part, buf)| {
+            buf.par_chunks_mut(TAP_BLOCK * ocp)
+                .enumerate()
+                .map(move |(unit, c)| (part, unit, c))
+        })
+        .for_each(|(part, unit, c)| {
+            let t0 = unit * TAP_BLOCK;
+            let ntiles = c.len() / ocp / PIX_TILE;
+            let (q0, q1) = (part * per_part, ((part + 1) * per_part).min(pixels));
+            for s0 in (q0..q1).step_by(PIX_SLICE) {
+                let kc = PIX_SLICE.min(q1 - s0);
+                for panel in 0..panels {
+                    let a = dyt[(panel * pixels + s0) * OC_TILE..].as_ptr();
+                    for tt in 0..ntiles {
+                        let off: &[usize; PIX_TILE] =
+                            koff[t0 + tt * PIX_TILE..][..PIX_TILE].try_into().unwrap();
+                        // SAFETY: `a` holds `kc` pixels of the panel from `s0`, `base` `kc`
+                        // window origins from `s0`, each tap offset stays in its image;
+                        // `c` is this unit's own.
+                        unsafe {
+                            tile(
+                                kc,
+                                a,
+                                base.at(s0),
+                                off,
+                                c.as_mut_ptr().add(tt * PIX_TILE * ocp + panel * OC_TILE),
+                                ocp,
+                                s0 > q0,
+                            )
+                        };
+                    }
+                }
+            }
+        });
+    let (sum, rest) = dwt.split_at_mut(kt * ocp);
+    for part in rest.chunks(kt * ocp) {
+        sum.par_iter_mut().zip(part).for_each(|(s, p)| *s += p);
+    }
+    // dWᵀ[k][oc] → dW[oc][k], in column blocks of 16 taps.
+    let dwp = SendPtr(dw.as_mut_ptr());
+    let sum: &[f32] = sum;
+    (0..k.div_ceil(16)).into_par_iter().for_each(|b| {
+        let t0 = 16 * b;
+        // SAFETY: reads taps t0.. of dWᵀ; writes columns t0..t0 + 16 of dW, this
+        // iteration's own.
+        unsafe {
+            transpose(
+                isa,
+                sum[t0 * ocp..].as_ptr(),
+                ocp,
+                [(k - t0).min(16), g.c_out],
+                dwp.get().add(t0),
+                k,
+            )
+        };
+    });
+}
