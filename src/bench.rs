@@ -222,6 +222,9 @@ pub fn gantry_impl(variant: ConvVariant) -> ConvImpl {
         ConvVariant::ImplicitGemm => rung!(ConvVariant::ImplicitGemm),
         ConvVariant::ImplicitGemmRewrite => rung!(ConvVariant::ImplicitGemmRewrite),
         ConvVariant::ImplicitGemmPortablePack => rung!(ConvVariant::ImplicitGemmPortablePack),
+        ConvVariant::Direct => rung!(ConvVariant::Direct),
+        ConvVariant::DirectPortable => rung!(ConvVariant::DirectPortable),
+        ConvVariant::Auto => rung!(ConvVariant::Auto),
     }
 }
 

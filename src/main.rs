@@ -77,7 +77,7 @@ enum Command {
         #[arg(long)]
         layer: Option<String>,
         /// The conv rung to time against the baseline.
-        #[arg(long, value_enum, default_value_t = ConvRung::ImplicitGemm)]
+        #[arg(long, value_enum, default_value_t = ConvRung::Auto)]
         variant: ConvRung,
         /// Conv: also time each pass alone (rows `bwd_data` and `bwd_weight`).
         #[arg(long)]
@@ -112,6 +112,12 @@ enum ConvRung {
     Rewrite,
     /// implicit-gemm with plain-loop packing (what a CPU without AVX-512 runs)
     PortablePack,
+    /// direct convolution: the input read where it lies, only the weights packed
+    Direct,
+    /// direct with its plain-loop micro-kernel (what a CPU without AVX-512 runs)
+    DirectPortable,
+    /// per pass, direct where it suits the layer, else implicit-gemm (the default)
+    Auto,
 }
 
 impl From<ConvRung> for gantry::kernels::conv::ConvVariant {
@@ -123,6 +129,9 @@ impl From<ConvRung> for gantry::kernels::conv::ConvVariant {
             ConvRung::ImplicitGemm => V::ImplicitGemm,
             ConvRung::Rewrite => V::ImplicitGemmRewrite,
             ConvRung::PortablePack => V::ImplicitGemmPortablePack,
+            ConvRung::Direct => V::Direct,
+            ConvRung::DirectPortable => V::DirectPortable,
+            ConvRung::Auto => V::Auto,
         }
     }
 }

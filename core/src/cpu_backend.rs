@@ -213,7 +213,7 @@ pub fn conv2d(
         let bias = bias.map(|b| view::<f32>("conv2d", b)).transpose()?;
         let p = crate::precision();
         let mut y = zeros::<f32>(geom.output_len_total());
-        gantry_kernels::conv::cpu::conv2d_forward(
+        gantry_kernels::conv::ConvVariant::Auto.forward(
             &p.round_slice(x),
             &p.round_slice(w),
             bias,
@@ -239,7 +239,7 @@ pub fn conv2d_backward_data(
     if let (CpuStorage::F32(dy), CpuStorage::F32(w)) = (dy, w) {
         let p = crate::precision();
         let mut dx = zeros::<f32>(geom.input_len());
-        gantry_kernels::conv::cpu::conv2d_backward_data(
+        gantry_kernels::conv::ConvVariant::Auto.backward_data(
             &p.round_slice(dy),
             &p.round_slice(w),
             &mut dx,
@@ -264,7 +264,7 @@ pub fn conv2d_backward_weight(
     if let (CpuStorage::F32(x), CpuStorage::F32(dy)) = (x, dy) {
         let p = crate::precision();
         let mut dw = zeros::<f32>(geom.weight_len());
-        gantry_kernels::conv::cpu::conv2d_backward_weight(
+        gantry_kernels::conv::ConvVariant::Auto.backward_weight(
             &p.round_slice(x),
             &p.round_slice(dy),
             &mut dw,

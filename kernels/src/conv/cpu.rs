@@ -1206,7 +1206,7 @@ impl Im2colT<'_> {
 
 /// Whether the kernel covers the whole unpadded input (1×1 output): then every pass is a
 /// dense GEMM with the batch as one dimension.
-fn whole_input(g: &Conv2dGeom) -> bool {
+pub(crate) fn whole_input(g: &Conv2dGeom) -> bool {
     g.h_out == 1 && g.w_out == 1 && g.pad == [0, 0] && g.kh == g.h && g.kw == g.w
 }
 

@@ -345,9 +345,9 @@ mod x86 {
                     *v = load(src.add(i * ls), cols, cols == 16);
                 }
                 let mut t = [_mm512_setzero_ps(); 16];
-                for i in 0..16 {
+                for (i, ti) in t.iter_mut().enumerate() {
                     let (a, b) = (r[i & !1], r[i | 1]);
-                    t[i] = if i % 2 == 0 {
+                    *ti = if i % 2 == 0 {
                         _mm512_unpacklo_ps(a, b)
                     } else {
                         _mm512_unpackhi_ps(a, b)
@@ -355,11 +355,11 @@ mod x86 {
                 }
                 // u[4g + c]: from t[4g + (c / 2)] and t[4g + 2 + (c / 2)], low or high half.
                 let mut u = [_mm512_setzero_ps(); 16];
-                for i in 0..16 {
+                for (i, ui) in u.iter_mut().enumerate() {
                     let (g, c) = (i / 4, i % 4);
                     let a = _mm512_castps_pd(t[4 * g + c / 2]);
                     let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
-                    u[i] = _mm512_castpd_ps(if c % 2 == 0 {
+                    *ui = _mm512_castpd_ps(if c % 2 == 0 {
                         _mm512_unpacklo_pd(a, b)
                     } else {
                         _mm512_unpackhi_pd(a, b)

@@ -149,10 +149,13 @@ pub enum ConvVariant {
     Direct,
     /// [`direct`] with its plain-loop micro-kernel, what a CPU without AVX-512 runs.
     DirectPortable,
+    /// The default: per pass, [`direct`] where [`direct::suits`] says its 64-channel tiles
+    /// are filled and its reduction is deep enough, else [`cpu`] (the packed implicit GEMM).
+    Auto,
 }
 
 impl ConvVariant {
-    pub const ALL: [ConvVariant; 7] = [
+    pub const ALL: [ConvVariant; 8] = [
         ConvVariant::Reference,
         ConvVariant::Im2colGemm,
         ConvVariant::ImplicitGemm,
@@ -160,6 +163,7 @@ impl ConvVariant {
         ConvVariant::ImplicitGemmPortablePack,
         ConvVariant::Direct,
         ConvVariant::DirectPortable,
+        ConvVariant::Auto,
     ];
 
     pub fn forward(
@@ -180,6 +184,10 @@ impl ConvVariant {
             }
             ConvVariant::Direct => direct::conv2d_forward(x, w, bias, y, g),
             ConvVariant::DirectPortable => direct::conv2d_forward_portable(x, w, bias, y, g),
+            ConvVariant::Auto if direct::suits(g, direct::Pass::Forward) => {
+                direct::conv2d_forward(x, w, bias, y, g)
+            }
+            ConvVariant::Auto => cpu::conv2d_forward(x, w, bias, y, g),
         }
     }
 
@@ -194,6 +202,10 @@ impl ConvVariant {
             }
             ConvVariant::Direct => direct::conv2d_backward_data(dy, w, dx, g),
             ConvVariant::DirectPortable => direct::conv2d_backward_data_portable(dy, w, dx, g),
+            ConvVariant::Auto if direct::suits(g, direct::Pass::BackwardData) => {
+                direct::conv2d_backward_data(dy, w, dx, g)
+            }
+            ConvVariant::Auto => cpu::conv2d_backward_data(dy, w, dx, g),
         }
     }
 
@@ -208,6 +220,10 @@ impl ConvVariant {
             }
             ConvVariant::Direct => direct::conv2d_backward_weight(x, dy, dw, g),
             ConvVariant::DirectPortable => direct::conv2d_backward_weight_portable(x, dy, dw, g),
+            ConvVariant::Auto if direct::suits(g, direct::Pass::BackwardWeight) => {
+                direct::conv2d_backward_weight(x, dy, dw, g)
+            }
+            ConvVariant::Auto => cpu::conv2d_backward_weight(x, dy, dw, g),
         }
     }
 }

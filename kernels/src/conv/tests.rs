@@ -162,6 +162,7 @@ mod fast {
             ConvVariant::ImplicitGemmPortablePack,
             ConvVariant::Direct,
             ConvVariant::DirectPortable,
+            ConvVariant::Auto,
         ] {
             check_variant(v, g, seed)?;
         }
