@@ -136,12 +136,12 @@ pub enum ConvVariant {
     /// [`im2col`]: a materialised im2col matrix per image and the fast GEMM.
     Im2colGemm,
     /// [`cpu`]: implicit GEMM, im2col values gathered straight into the GEMM panels in
-    /// contiguous runs; strided backward-data scattered by col2im (the default).
+    /// contiguous runs; strided backward-data scattered by col2im.
     ImplicitGemm,
     /// [`cpu::rewrite`]: implicit GEMM with strided layers rewritten to stride 1
     /// (space-to-depth forward and backward-weight, phase-split backward-data).
     ImplicitGemmRewrite,
-    /// [`cpu::portable`]: the default rung with plain-loop packing and scatter, what a CPU
+    /// [`cpu::portable`]: the packed rung with plain-loop packing and scatter, what a CPU
     /// without AVX-512 runs.
     ImplicitGemmPortablePack,
     /// [`direct`]: implicit GEMM reading the input where it lies (only the weights packed),

@@ -273,6 +273,20 @@ mod fast {
     }
 
     #[test]
+    fn an_empty_input_reads_only_padding() {
+        // h = 0 with padding 1 and a 1x1 kernel still has a 2x6 output, of bias alone.
+        let g = geom(2, 70, [0, 4], 65, [1, 1], 1, 1, 1).unwrap();
+        assert_eq!((g.h_out, g.w_out), (2, 6));
+        for v in [
+            ConvVariant::Direct,
+            ConvVariant::DirectPortable,
+            ConvVariant::Auto,
+        ] {
+            check_variant(v, &g, 5).unwrap();
+        }
+    }
+
+    #[test]
     fn dcgan_shaped_layers() {
         // Wider than the proptest ranges: channel counts and sizes past the GEMM's tiles.
         for (n, c_in, hw, c_out, k, s, p) in [
