@@ -92,6 +92,25 @@ type MicroTile = unsafe fn(
     add: bool,
 );
 
+/// Writes (or adds) the 6 × 64 accumulators to rows of `c` at stride `ldc`.
+///
+/// # Safety
+/// `c` is valid for 6 rows of 64 floats at stride `ldc`.
+unsafe fn write_tile_portable(
+    acc: &[[f32; OC_TILE]; PIX_TILE],
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+) {
+    for (q, row) in acc.iter().enumerate() {
+        // SAFETY: row q, per the contract.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(q * ldc), OC_TILE) };
+        for (d, r) in dst.iter_mut().zip(row) {
+            *d = if add { *d + r } else { *r };
+        }
+    }
+}
+
 /// The plain-loop micro-tile, for CPUs without AVX-512 (and tested on every machine).
 ///
 /// # Safety
@@ -119,13 +138,8 @@ unsafe fn tile_portable(
             }
         }
     }
-    for (q, row) in acc.iter().enumerate() {
-        // SAFETY: `c` rows per the contract.
-        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(q * ldc), OC_TILE) };
-        for (d, r) in dst.iter_mut().zip(row) {
-            *d = if add { *d + r } else { *r };
-        }
-    }
+    // SAFETY: `c` rows per the contract.
+    unsafe { write_tile_portable(&acc, c, ldc, add) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -140,6 +154,28 @@ mod x86 {
     pub unsafe fn store_block(job: &Job, cb: &mut [f32], q0: usize, nq: usize, dst: SendPtr) {
         // SAFETY: forwarded from the caller.
         unsafe { super::store_block::<Avx512>(job, cb, q0, nq, dst) }
+    }
+
+    /// Writes (or adds) the 6 × 64 accumulators to rows of `c` at stride `ldc`.
+    ///
+    /// # Safety
+    /// `c` is valid for 6 rows of 64 floats at stride `ldc`; the CPU supports AVX-512F.
+    #[inline(always)]
+    unsafe fn write_tile(acc: &[[__m512; 4]; PIX_TILE], c: *mut f32, ldc: usize, add: bool) {
+        for (q, row) in acc.iter().enumerate() {
+            for (v, r) in row.iter().enumerate() {
+                // SAFETY: inside row q, per the contract.
+                unsafe {
+                    let dst = c.add(q * ldc + 16 * v);
+                    let sum = if add {
+                        _mm512_add_ps(*r, _mm512_loadu_ps(dst))
+                    } else {
+                        *r
+                    };
+                    _mm512_storeu_ps(dst, sum);
+                }
+            }
+        }
     }
 
     /// AVX-512 weight-gradient tile: 24 zmm accumulators, `acc[t][v]` = tap `t`, channels
@@ -178,20 +214,8 @@ mod x86 {
                 }
             }
         }
-        for (t, row) in acc.iter().enumerate() {
-            for (v, r) in row.iter().enumerate() {
-                // SAFETY: `c` rows per the contract.
-                unsafe {
-                    let dst = c.add(t * ldc + 16 * v);
-                    let sum = if add {
-                        _mm512_add_ps(*r, _mm512_loadu_ps(dst))
-                    } else {
-                        *r
-                    };
-                    _mm512_storeu_ps(dst, sum);
-                }
-            }
-        }
+        // SAFETY: `c` rows per the contract.
+        unsafe { write_tile(&acc, c, ldc, add) };
     }
 
     /// # Safety
@@ -244,20 +268,8 @@ mod x86 {
                 }
             }
         }
-        for (q, row) in acc.iter().enumerate() {
-            for (v, r) in row.iter().enumerate() {
-                // SAFETY: `c` rows per the contract.
-                unsafe {
-                    let dst = c.add(q * ldc + 16 * v);
-                    let sum = if add {
-                        _mm512_add_ps(*r, _mm512_loadu_ps(dst))
-                    } else {
-                        *r
-                    };
-                    _mm512_storeu_ps(dst, sum);
-                }
-            }
-        }
+        // SAFETY: `c` rows per the contract.
+        unsafe { write_tile(&acc, c, ldc, add) };
     }
 }
 
@@ -306,13 +318,8 @@ unsafe fn tile_w_portable(
             }
         }
     }
-    for (t, row) in acc.iter().enumerate() {
-        // SAFETY: `c` rows per the contract.
-        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(t * ldc), OC_TILE) };
-        for (d, r) in dst.iter_mut().zip(row) {
-            *d = if add { *d + r } else { *r };
-        }
-    }
+    // SAFETY: `c` rows per the contract.
+    unsafe { write_tile_portable(&acc, c, ldc, add) };
 }
 
 /// `dst[c·ld + r] = src[r·ls + c]` for the whole `rows × cols` block, in 16×16 pieces.
