@@ -92,6 +92,27 @@ type MicroTile = unsafe fn(
     add: bool,
 );
 
+/// One reduction step of a tile: `acc[q][v] += a[v] · *x[q]`.
+///
+/// # Safety
+/// `a[..64]` and every `x[q]` are readable.
+#[inline(always)]
+unsafe fn fma_step_portable(
+    acc: &mut [[f32; OC_TILE]; PIX_TILE],
+    a: *const f32,
+    x: [*const f32; PIX_TILE],
+) {
+    // SAFETY: the caller's contract.
+    let w = unsafe { std::slice::from_raw_parts(a, OC_TILE) };
+    for (row, x) in acc.iter_mut().zip(x) {
+        // SAFETY: the caller's contract.
+        let x = unsafe { *x };
+        for (r, wv) in row.iter_mut().zip(w) {
+            *r += wv * x;
+        }
+    }
+}
+
 /// Writes (or adds) the 6 × 64 accumulators to rows of `c` at stride `ldc`.
 ///
 /// # Safety
@@ -129,13 +150,7 @@ unsafe fn tile_portable(
         // SAFETY: bounds per the contract.
         unsafe {
             let o = *koff.add(p) as usize;
-            let w = std::slice::from_raw_parts(a.add(p * OC_TILE), OC_TILE);
-            for (q, row) in acc.iter_mut().enumerate() {
-                let x = *base[q].add(o);
-                for (r, wv) in row.iter_mut().zip(w) {
-                    *r += wv * x;
-                }
-            }
+            fma_step_portable(&mut acc, a.add(p * OC_TILE), base.map(|q| q.add(o)));
         }
     }
     // SAFETY: `c` rows per the contract.
@@ -154,6 +169,34 @@ mod x86 {
     pub unsafe fn store_block(job: &Job, cb: &mut [f32], q0: usize, nq: usize, dst: SendPtr) {
         // SAFETY: forwarded from the caller.
         unsafe { super::store_block::<Avx512>(job, cb, q0, nq, dst) }
+    }
+
+    /// One reduction step of a tile: `acc[q][v] += a[16v..16v + 16] · *x[q]`, four weight
+    /// vectors against six broadcast values.
+    ///
+    /// # Safety
+    /// `a[..64]` and every `x[q]` are readable; the CPU supports AVX-512F.
+    #[inline(always)]
+    unsafe fn fma_step(
+        acc: &mut [[__m512; 4]; PIX_TILE],
+        a: *const f32,
+        x: [*const f32; PIX_TILE],
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let w = [
+                _mm512_loadu_ps(a),
+                _mm512_loadu_ps(a.add(16)),
+                _mm512_loadu_ps(a.add(32)),
+                _mm512_loadu_ps(a.add(48)),
+            ];
+            for (row, x) in acc.iter_mut().zip(x) {
+                let x = _mm512_set1_ps(*x);
+                for (r, wv) in row.iter_mut().zip(&w) {
+                    *r = _mm512_fmadd_ps(*wv, x, *r);
+                }
+            }
+        }
     }
 
     /// Writes (or adds) the 6 × 64 accumulators to rows of `c` at stride `ldc`.
@@ -196,22 +239,10 @@ mod x86 {
         let o = *off;
         let mut acc = [[_mm512_setzero_ps(); 4]; PIX_TILE];
         for p in 0..kc {
-            // SAFETY: bounds per the contract.
+            // SAFETY: bounds per the contract: pixel p's window origin plus each tap offset.
             unsafe {
                 let b = *base.add(p);
-                let ap = a.add(p * OC_TILE);
-                let w = [
-                    _mm512_loadu_ps(ap),
-                    _mm512_loadu_ps(ap.add(16)),
-                    _mm512_loadu_ps(ap.add(32)),
-                    _mm512_loadu_ps(ap.add(48)),
-                ];
-                for (t, row) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*b.add(o[t]));
-                    for (r, wv) in row.iter_mut().zip(&w) {
-                        *r = _mm512_fmadd_ps(*wv, x, *r);
-                    }
-                }
+                fma_step(&mut acc, a.add(p * OC_TILE), o.map(|t| b.add(t)));
             }
         }
         // SAFETY: `c` rows per the contract.
@@ -250,22 +281,10 @@ mod x86 {
         let b = *base;
         let mut acc = [[_mm512_setzero_ps(); 4]; PIX_TILE];
         for p in 0..kc {
-            // SAFETY: bounds per the contract.
+            // SAFETY: bounds per the contract: each window origin plus tap p's offset.
             unsafe {
                 let o = *koff.add(p) as usize;
-                let ap = a.add(p * OC_TILE);
-                let w = [
-                    _mm512_loadu_ps(ap),
-                    _mm512_loadu_ps(ap.add(16)),
-                    _mm512_loadu_ps(ap.add(32)),
-                    _mm512_loadu_ps(ap.add(48)),
-                ];
-                for (q, row) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*b[q].add(o));
-                    for (r, wv) in row.iter_mut().zip(&w) {
-                        *r = _mm512_fmadd_ps(*wv, x, *r);
-                    }
-                }
+                fma_step(&mut acc, a.add(p * OC_TILE), b.map(|q| q.add(o)));
             }
         }
         // SAFETY: `c` rows per the contract.
@@ -309,13 +328,7 @@ unsafe fn tile_w_portable(
         // SAFETY: bounds per the contract.
         unsafe {
             let b = *base.add(p);
-            let w = std::slice::from_raw_parts(a.add(p * OC_TILE), OC_TILE);
-            for (t, row) in acc.iter_mut().enumerate() {
-                let x = *b.add(off[t]);
-                for (r, wv) in row.iter_mut().zip(w) {
-                    *r += wv * x;
-                }
-            }
+            fma_step_portable(&mut acc, a.add(p * OC_TILE), off.map(|t| b.add(t)));
         }
     }
     // SAFETY: `c` rows per the contract.
@@ -456,14 +469,16 @@ impl Job<'_> {
                 let tiles = nq.div_ceil(PIX_TILE);
                 // Window origin of each pixel; the last tile's spare slots repeat the last
                 // pixel.
-                let base: Vec<*const f32> = (0..tiles * PIX_TILE)
-                    .map(|t| {
-                        let [n, r, c] = self.coords(q0 + t.min(nq - 1));
-                        let s = self.src_step;
-                        // SAFETY: a window origin lies inside `src` (`run`'s contract).
-                        unsafe { src.as_ptr().add(n * s[0] + r * s[1] + c * s[2]) }
-                    })
-                    .collect();
+                // (On the stack: a block has at most PIX_BLOCK pixels.)
+                let mut origins = [std::ptr::null::<f32>(); PIX_BLOCK];
+                let base = &mut origins[..tiles * PIX_TILE];
+                for (t, b) in base.iter_mut().enumerate() {
+                    let [n, r, c] = self.coords(q0 + t.min(nq - 1));
+                    let s = self.src_step;
+                    // SAFETY: a window origin lies inside `src` (`run`'s contract).
+                    *b = unsafe { src.as_ptr().add(n * s[0] + r * s[1] + c * s[2]) };
+                }
+                let base = &*base;
                 CBUF.with(|cb| {
                     let mut cb = cb.borrow_mut();
                     cb.resize(tiles * PIX_TILE * ocp, 0.0);
