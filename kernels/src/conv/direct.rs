@@ -17,7 +17,8 @@
 //! each and DCGAN D2's pass ran 2x slower). Only the weights are packed: panels of 64 output
 //! channels, `k`-major (`panel[k][0..64]`), in one pass over the weights per call (every
 //! stride phase of backward-data at once), through 16×16 register transposes. The copy
-//! costs one pass over the input, where the packed GEMM writes and reads `kh·kw / (sh·sw)` times the input's size.
+//! costs one pass over the input, where the packed GEMM writes and reads `kh·kw / (sh·sw)`
+//! times the input's size.
 //!
 //! The micro-kernel ([`MicroTile`]) holds a 6-pixel × 64-channel tile of `Y` in 24 AVX-512
 //! registers, each pixel's 64 channels as four 16-lane vectors. Per tap `k` it loads the four
