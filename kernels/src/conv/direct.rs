@@ -168,9 +168,9 @@ mod x86 {
     /// # Safety
     /// As [`super::store_block`]; the CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn store_block(job: &Job, cb: &mut [f32], q0: usize, nq: usize, dst: SendPtr) {
+    pub unsafe fn store_block(job: &Job, cb: &mut [f32], at: &[(usize, u32)], dst: SendPtr) {
         // SAFETY: forwarded from the caller.
-        unsafe { super::store_block::<Avx512>(job, cb, q0, nq, dst) }
+        unsafe { super::store_block::<Avx512>(job, cb, at, dst) }
     }
 
     /// One reduction step of a tile: `acc[q][v] += a[16v..16v + 16] · *x[q]`, four weight
@@ -414,166 +414,178 @@ fn micro_tile(isa: PackIsa) -> MicroTile {
     }
 }
 
-/// One direct-convolution GEMM: `dst[ch][pixel] = Σ_k wpk[ch][k] · src[base(pixel) + koff[k]]`
-/// over a grid of output pixels `(n, r, c)`. The forward pass is one job; backward-data is one
-/// job per stride phase.
-struct Job<'a> {
-    /// The zero-padded source: the input (forward) or the output gradient (backward-data).
-    src: &'a [f32],
+/// One reduction of a [`Job`]: its own taps and packed weights, over its own columns of
+/// every grid row.
+struct Part {
     /// Weights packed by [`pack_panels`]: `channels` rounded up to panels of 64, `k`-major.
     wpk: Scratch,
     /// Offset of each tap `k` from a pixel's window origin in `src`.
     koff: Vec<u32>,
+    /// Pixels of this part per grid row.
+    cols: usize,
+    /// Window origin of the part's pixel `(n, r, c)` in `src`:
+    /// `src_at + n·s[0] + r·s[1] + c·s[2]` (`s` the job's `src_step`).
+    src_at: usize,
+    /// Position of the part's pixel `(n, r, c)`, channel `ch` in the destination:
+    /// `dst_at + n·d[0] + r·d[1] + c·d[2] + ch·d[3]` (`d` the job's `dst_step`).
+    dst_at: usize,
+}
+
+/// One direct-convolution GEMM per part, `dst[ch][pixel] = Σ_k wpk[ch][k] ·
+/// src[origin(pixel) + koff[k]]`, over a grid of rows `(n, r)` that every part shares. The
+/// forward pass is one job of one part; backward-data is one job per row phase, with a part
+/// per column phase, so that a block holds whole rows of `dx` and writes them contiguously.
+struct Job<'a> {
+    /// The zero-padded source: the input (forward) or the output gradient (backward-data).
+    src: &'a [f32],
+    parts: Vec<Part>,
     /// Output channels actually written.
     channels: usize,
-    /// Pixel grid: images, rows, columns; pixel `q = (n·rows + r)·cols + c`.
-    grid: [usize; 3],
-    /// Window origin of pixel `(n, r, c)` in `src`: `n·s[0] + r·s[1] + c·s[2]`.
+    /// Images, rows per image.
+    grid: [usize; 2],
     src_step: [usize; 3],
-    /// Position of pixel `(n, r, c)`, channel `ch` in the destination:
-    /// `at + n·d[0] + r·d[1] + c·d[2] + ch·d[3]`.
-    dst_at: usize,
     dst_step: [usize; 4],
     /// Added to every output channel (forward only).
     bias: Option<&'a [f32]>,
 }
 
 impl Job<'_> {
-    fn pixels(&self) -> usize {
-        self.grid.iter().product()
-    }
-
-    fn coords(&self, q: usize) -> [usize; 3] {
-        let [_, rows, cols] = self.grid;
-        [q / (rows * cols), q / cols % rows, q % cols]
-    }
-
-    fn dst_of(&self, [n, r, c]: [usize; 3]) -> usize {
-        let d = self.dst_step;
-        self.dst_at + n * d[0] + r * d[1] + c * d[2]
-    }
-
-    /// Runs the job over every pixel, blocks of [`PIX_BLOCK`] pixels in parallel.
+    /// Runs the job over every grid row, blocks of about [`PIX_BLOCK`] pixels (whole rows)
+    /// in parallel.
     ///
     /// # Safety
-    /// For every pixel `(n, r, c)` of the grid and tap `k`, `base + koff[k]` lies inside
-    /// `src`; `dst` is valid for every destination position of every pixel and channel, no
-    /// two pixels share one, and nothing else accesses them during the call.
+    /// For every part, pixel `(n, r, c)` of the grid and tap `k`, the window origin plus
+    /// `koff[k]` lies inside `src`; `dst` is valid for every destination position of every
+    /// pixel and channel, no two pixels share one, and nothing else accesses them during
+    /// the call.
     unsafe fn run(&self, dst: SendPtr, isa: PackIsa) {
-        debug_assert!({
-            let [n, r, c] = self.grid.map(|v| v.saturating_sub(1));
-            let s = self.src_step;
-            let last = n * s[0] + r * s[1] + c * s[2];
-            last + (*self.koff.iter().max().unwrap_or(&0) as usize) < self.src.len()
-        });
+        let [images, rows] = self.grid;
+        let s = self.src_step;
+        debug_assert!(self.parts.iter().all(|p| {
+            let [n, r, c] = [images, rows, p.cols].map(|v| v.saturating_sub(1));
+            let last = p.src_at + n * s[0] + r * s[1] + c * s[2];
+            p.cols == 0 || last + (*p.koff.iter().max().unwrap_or(&0) as usize) < self.src.len()
+        }));
         let tile = micro_tile(isa);
-        let k = self.koff.len();
         let ocp = self.channels.div_ceil(OC_TILE) * OC_TILE;
-        let pixels = self.pixels();
+        let cols: usize = self.parts.iter().map(|p| p.cols).sum();
+        let per_block = (PIX_BLOCK / cols.max(1)).max(1);
+        let total = images * rows;
         let src = self.src;
-        (0..pixels.div_ceil(PIX_BLOCK))
+        (0..total.div_ceil(per_block))
             .into_par_iter()
             .for_each(|blk| {
-                let q0 = blk * PIX_BLOCK;
-                let nq = PIX_BLOCK.min(pixels - q0);
-                let tiles = nq.div_ceil(PIX_TILE);
-                // Window origin of each pixel; the last tile's spare slots repeat the last
-                // pixel.
-                // (On the stack: a block has at most PIX_BLOCK pixels.)
-                let mut origins = [std::ptr::null::<f32>(); PIX_BLOCK];
-                let base = &mut origins[..tiles * PIX_TILE];
-                for (t, b) in base.iter_mut().enumerate() {
-                    let [n, r, c] = self.coords(q0 + t.min(nq - 1));
-                    let s = self.src_step;
-                    // SAFETY: a window origin lies inside `src` (`run`'s contract).
-                    *b = unsafe { src.as_ptr().add(n * s[0] + r * s[1] + c * s[2]) };
-                }
-                let base = &*base;
+                let g0 = blk * per_block;
+                let nr = per_block.min(total - g0);
+                // Each pixel's destination (channel 0) and row of the block's C tile.
+                let mut at: Vec<(usize, u32)> = Vec::with_capacity(nr * cols);
+                let mut origins = vec![];
                 CBUF.with(|cb| {
                     let mut cb = cb.borrow_mut();
-                    cb.resize(tiles * PIX_TILE * ocp, 0.0);
+                    let tiles_of = |p: &Part| (nr * p.cols).div_ceil(PIX_TILE);
+                    let cb_rows: usize = self.parts.iter().map(|p| tiles_of(p) * PIX_TILE).sum();
+                    cb.resize(cb_rows * ocp, 0.0);
                     let c = cb.as_mut_ptr();
-                    for pc in (0..k).step_by(KC) {
-                        let kc = KC.min(k - pc);
-                        for panel in 0..ocp / OC_TILE {
-                            let a = self.wpk[(panel * k + pc) * OC_TILE..].as_ptr();
-                            for (t, b) in base.chunks_exact(PIX_TILE).enumerate() {
-                                // SAFETY: `a` holds the panel's `kc` taps from `pc`, `koff`
-                                // `kc` offsets from `pc`, each of which stays inside the
-                                // image of any window origin; `c` has the tile's 6 rows of
-                                // `ocp` floats, this thread's own.
-                                unsafe {
-                                    tile(
-                                        kc,
-                                        a,
-                                        self.koff.as_ptr().add(pc),
-                                        b.try_into().unwrap(),
-                                        c.add(t * PIX_TILE * ocp + panel * OC_TILE),
-                                        ocp,
-                                        pc > 0,
-                                    )
-                                };
+                    let mut row0 = 0;
+                    for part in &self.parts {
+                        let np = nr * part.cols;
+                        if np == 0 {
+                            continue;
+                        }
+                        let tiles = tiles_of(part);
+                        // Window origins; the last tile's spare slots repeat the last pixel.
+                        origins.clear();
+                        for t in 0..tiles * PIX_TILE {
+                            let i = t.min(np - 1);
+                            let (gr, col) = (g0 + i / part.cols, i % part.cols);
+                            let (n, r) = (gr / rows, gr % rows);
+                            let d = self.dst_step;
+                            if t < np {
+                                let to = part.dst_at + n * d[0] + r * d[1] + col * d[2];
+                                at.push((to, (row0 + t) as u32));
+                            }
+                            let o = part.src_at + n * s[0] + r * s[1] + col * s[2];
+                            // SAFETY: a window origin lies inside `src` (`run`'s contract).
+                            origins.push(unsafe { src.as_ptr().add(o) });
+                        }
+                        let k = part.koff.len();
+                        for pc in (0..k).step_by(KC) {
+                            let kc = KC.min(k - pc);
+                            for panel in 0..ocp / OC_TILE {
+                                let a = part.wpk[(panel * k + pc) * OC_TILE..].as_ptr();
+                                for (t, b) in origins.chunks_exact(PIX_TILE).enumerate() {
+                                    // SAFETY: `a` holds the panel's `kc` taps from `pc`,
+                                    // `koff` `kc` offsets from `pc`, each of which stays
+                                    // inside the image of any window origin; `c` has the
+                                    // tile's 6 rows of `ocp` floats, this thread's own.
+                                    unsafe {
+                                        tile(
+                                            kc,
+                                            a,
+                                            part.koff.as_ptr().add(pc),
+                                            b.try_into().unwrap(),
+                                            c.add((row0 + t * PIX_TILE) * ocp + panel * OC_TILE),
+                                            ocp,
+                                            pc > 0,
+                                        )
+                                    };
+                                }
                             }
                         }
+                        row0 += tiles * PIX_TILE;
                     }
+                    // Destination order: runs of adjacent pixels, across parts and rows.
+                    at.sort_unstable_by_key(|e| e.0);
                     // SAFETY: the block's pixels are this thread's alone.
-                    unsafe { store(self, &mut cb, q0, nq, dst, isa) };
+                    unsafe { store(self, &mut cb[..cb_rows * ocp], &at, dst, isa) };
                 });
             });
     }
 }
 
-/// Writes a finished block — `cb[i·ocp + ch]` for pixels `q0 + i`, `i < nq` — to the
-/// destination, adding the bias: runs of up to 16 pixels whose destinations are evenly
-/// spaced, transposed 16 channels at a time (stored directly when the spacing is 1, else
-/// through a small buffer and strided stores).
+/// Writes a finished block to the destination, adding the bias: `cb[row·ocp + ch]` for each
+/// `(position, row)` of `at` (sorted by position), in runs of up to 16 pixels at adjacent
+/// positions, transposed 16 channels at a time.
 ///
 /// # Safety
-/// `dst` holds every position of the job, and no other thread writes pixels `q0..q0 + nq`.
+/// `dst` holds every position of `at` and every channel, and no other thread writes them.
 #[inline(always)]
-unsafe fn store_block<L: Lanes>(job: &Job, cb: &mut [f32], q0: usize, nq: usize, dst: SendPtr) {
+unsafe fn store_block<L: Lanes>(job: &Job, cb: &mut [f32], at: &[(usize, u32)], dst: SendPtr) {
     let ocp = job.channels.div_ceil(OC_TILE) * OC_TILE;
     if let Some(b) = job.bias {
-        for row in cb.chunks_mut(ocp).take(nq) {
+        for row in cb.chunks_mut(ocp) {
             for (v, b) in row.iter_mut().zip(b) {
                 *v += b;
             }
         }
     }
-    let [_, rows, cols] = job.grid;
-    let [_, drow, dcol, dch] = job.dst_step;
-    // A run may cross rows when the rows are laid end to end in the destination.
-    let span = if drow == cols * dcol {
-        rows * cols
-    } else {
-        cols
-    };
-    let mut buf = [0f32; 256];
+    let dch = job.dst_step[3];
     let mut i = 0;
-    while i < nq {
-        let q = q0 + i;
-        let run = (nq - i).min(span - q % span).min(16);
-        let at = job.dst_of(job.coords(q));
+    while i < at.len() {
+        let first = at[i].0;
+        let run = at[i..]
+            .iter()
+            .take(16)
+            .enumerate()
+            .take_while(|&(r, e)| e.0 == first + r)
+            .count();
+        let mut rows = [cb.as_ptr(); 16];
         for ch0 in (0..job.channels).step_by(16) {
-            let chs = (job.channels - ch0).min(16);
-            let from = cb[i * ocp + ch0..].as_ptr();
-            // SAFETY: reads rows i..i + run of `cb`; writes channels ch0..ch0 + chs of the
-            // run's pixels, inside `dst` and this thread's own.
-            unsafe {
-                let to = dst.get().add(at + ch0 * dch);
-                // One transpose call site, so that it inlines into the AVX-512 caller.
-                let (t, ld) = if dcol == 1 {
-                    (to, dch)
-                } else {
-                    (buf.as_mut_ptr(), 16)
-                };
-                L::transpose(from, ocp, run, chs, t, ld, run);
-                if dcol != 1 {
-                    for c in 0..chs {
-                        L::store_strided(to.add(c * dch), buf[c * 16..].as_ptr(), run, dcol);
-                    }
-                }
+            for (r, e) in rows.iter_mut().zip(&at[i..i + run]) {
+                *r = cb[e.1 as usize * ocp + ch0..].as_ptr();
             }
+            // SAFETY: reads channels ch0..ch0 + 16 of the run's rows of `cb`; writes those
+            // channels of the run's pixels, inside `dst` and this thread's own.
+            unsafe {
+                L::transpose_rows(
+                    &rows,
+                    run,
+                    (job.channels - ch0).min(16),
+                    dst.get().add(first + ch0 * dch),
+                    dch,
+                    run,
+                )
+            };
         }
         i += run;
     }
@@ -583,13 +595,13 @@ unsafe fn store_block<L: Lanes>(job: &Job, cb: &mut [f32], q0: usize, nq: usize,
 ///
 /// # Safety
 /// As [`store_block`].
-unsafe fn store(job: &Job, cb: &mut [f32], q0: usize, nq: usize, dst: SendPtr, isa: PackIsa) {
+unsafe fn store(job: &Job, cb: &mut [f32], at: &[(usize, u32)], dst: SendPtr, isa: PackIsa) {
     match isa {
         // SAFETY: forwarded; the ISA was detected.
         #[cfg(target_arch = "x86_64")]
-        PackIsa::Avx512 => unsafe { x86::store_block(job, cb, q0, nq, dst) },
+        PackIsa::Avx512 => unsafe { x86::store_block(job, cb, at, dst) },
         // SAFETY: forwarded.
-        _ => unsafe { store_block::<Portable>(job, cb, q0, nq, dst) },
+        _ => unsafe { store_block::<Portable>(job, cb, at, dst) },
     }
 }
 
@@ -897,12 +909,16 @@ fn forward_with(
     let plane = g.h_out * g.w_out;
     let job = Job {
         src: &xp,
-        wpk: pack_panels(g.c_out, k, &[&idx], w, isa).remove(0),
-        koff,
+        parts: vec![Part {
+            wpk: pack_panels(g.c_out, k, &[&idx], w, isa).remove(0),
+            koff,
+            cols: g.w_out,
+            src_at: 0,
+            dst_at: 0,
+        }],
         channels: g.c_out,
-        grid: [g.n, g.h_out, g.w_out],
+        grid: [g.n, g.h_out],
         src_step: [image, sh * wp * c, sw * c],
-        dst_at: 0,
         dst_step: [g.c_out * plane, g.w_out, 1, plane],
         bias,
     };
@@ -960,8 +976,10 @@ fn phase_taps(k: usize, s: usize, d: usize, rho: usize) -> Vec<(usize, usize)> {
 /// `(U·sh + ρ, V·sw + σ)` receive only the taps `(i, j)` with `i·dh ≡ ρ (mod sh)` and
 /// `j·dw ≡ σ (mod sw)`, from output gradient position `(U − ci, V − cj)`. Each phase is a
 /// stride-1 convolution of the output gradient — zero-padded by the largest `c` above and
-/// enough below — with those taps: one [`Job`], written to every `sh`-th row and `sw`-th
-/// column of `dx`.
+/// enough below — with those taps, written to every `sh`-th row and `sw`-th column of `dx`.
+/// The column phases of one row phase are the parts of one [`Job`], so each block holds
+/// whole rows of `dx` and stores them contiguously (one job per phase, storing every
+/// `sw`-th float, spent 11% of DCGAN D3's pass in those stores).
 fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa: PackIsa) {
     g.assert_buffers("conv2d backward_data", [dx.len(), w.len(), dy.len()]);
     check_geometry("conv2d backward_data", g);
@@ -984,23 +1002,24 @@ fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa
     let dyp = padded_nhwc(dy, c, [g.h_out, g.w_out], [hq, wq], [top, left], isa);
     let image = hq * wq * c;
     check_offsets("conv2d backward_data", image);
-    // Each phase's taps, tap offsets, weight positions and place in `dx`.
+    // Each phase's taps, tap offsets, weight positions and place in `dx`, by row phase.
     struct Phase {
+        row_phase: usize,
         koff: Vec<u32>,
         idx: Vec<usize>,
-        grid: [usize; 3],
+        cols: usize,
         src_at: usize,
         dst_at: usize,
     }
-    let mut phases = vec![];
+    let (mut phases, mut row_phases) = (vec![], vec![]);
     for rho in 0..sh {
         // Input rows of this phase: ih = U·sh + ρ − ph for U in u0..=u1 with 0 ≤ ih < h.
         let u0 = (ph.saturating_sub(rho)).div_ceil(sh);
-        if u0 * sh + rho < ph || u0 * sh + rho - ph >= g.h {
+        let ti = phase_taps(g.kh, sh, dh, rho);
+        if u0 * sh + rho < ph || u0 * sh + rho - ph >= g.h || ti.is_empty() {
             continue;
         }
         let u1 = (g.h - 1 + ph - rho) / sh;
-        let ti = phase_taps(g.kh, sh, dh, rho);
         for sigma in 0..sw {
             let v0 = (pw.saturating_sub(sigma)).div_ceil(sw);
             if v0 * sw + sigma < pw || v0 * sw + sigma - pw >= g.w {
@@ -1008,7 +1027,7 @@ fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa
             }
             let v1 = (g.w - 1 + pw - sigma) / sw;
             let tj = phase_taps(g.kw, sw, dw, sigma);
-            if ti.is_empty() || tj.is_empty() {
+            if tj.is_empty() {
                 continue;
             }
             // Taps k = (a, b, oc) over this phase's (ti[a], tj[b]), channels adjacent.
@@ -1027,33 +1046,45 @@ fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa
                     (oc * g.c_in * g.kh + ti[a].0) * g.kw + tj[b].0
                 })
                 .collect();
-            // The window origin of pixel (n, r, col) is at (r·wq + col)·c from image n of
-            // the source, which starts at row u0, column v0 of the padded gradient.
+            // The window origin of pixel (n, r, col) is (r·wq + col)·c past row u0,
+            // column v0 of image n of the padded gradient.
             phases.push(Phase {
+                row_phase: row_phases.len(),
                 koff,
                 idx,
-                grid: [g.n, u1 + 1 - u0, v1 + 1 - v0],
+                cols: v1 + 1 - v0,
                 src_at: (u0 * wq + v0) * c,
                 dst_at: (u0 * sh + rho - ph) * g.w + v0 * sw + sigma - pw,
             });
         }
+        row_phases.push(u1 + 1 - u0);
     }
     // A weight belongs to one phase at most: all phases are packed in one pass over `w`.
     let idx: Vec<&[usize]> = phases.iter().map(|p| &p.idx[..]).collect();
-    let wpk = pack_panels(g.c_in, g.kh * g.kw, &idx, w, isa);
-    let dxp = SendPtr(dx.as_mut_ptr());
-    for (phase, wpk) in phases.into_iter().zip(wpk) {
-        let job = Job {
-            src: &dyp[phase.src_at..],
-            wpk,
-            koff: phase.koff,
+    let mut wpk = pack_panels(g.c_in, g.kh * g.kw, &idx, w, isa).into_iter();
+    let mut jobs: Vec<Job> = row_phases
+        .iter()
+        .map(|&rows| Job {
+            src: &dyp,
+            parts: vec![],
             channels: g.c_in,
-            grid: phase.grid,
+            grid: [g.n, rows],
             src_step: [image, wq * c, c],
-            dst_at: phase.dst_at,
             dst_step: [g.c_in * g.h * g.w, sh * g.w, sw, g.h * g.w],
             bias: None,
-        };
+        })
+        .collect();
+    for phase in phases {
+        jobs[phase.row_phase].parts.push(Part {
+            wpk: wpk.next().unwrap(),
+            koff: phase.koff,
+            cols: phase.cols,
+            src_at: phase.src_at,
+            dst_at: phase.dst_at,
+        });
+    }
+    let dxp = SendPtr(dx.as_mut_ptr());
+    for job in jobs {
         // SAFETY: reads stay inside the padded gradient (rows u0 + r + top − ci ≤
         // u1 + top < hq, columns likewise); each input pixel belongs to one phase and is
         // one element of `dx` per channel.

@@ -46,9 +46,6 @@ pub(crate) trait Lanes: Copy {
     unsafe fn copy(dst: *mut f32, src: *const f32, n: usize, s: usize, avail: usize);
     /// `dst[e·s] += src[e]` for `e` in `0..n`; `dst[..avail]` may be read.
     unsafe fn add_strided(dst: *mut f32, src: *const f32, n: usize, s: usize, avail: usize);
-    /// `dst[e·s] = src[e]` for `e` in `0..n`; nothing between those elements is read or
-    /// written.
-    unsafe fn store_strided(dst: *mut f32, src: *const f32, n: usize, s: usize);
     /// `dst[..n] = 0`.
     unsafe fn zero(dst: *mut f32, n: usize);
     /// A hint to bring the cache line holding `p` into L2; any address is allowed.
@@ -58,6 +55,15 @@ pub(crate) trait Lanes: Copy {
     unsafe fn transpose(
         src: *const f32,
         ls: usize,
+        rows: usize,
+        cols: usize,
+        dst: *mut f32,
+        ld: usize,
+        width: usize,
+    );
+    /// [`Lanes::transpose`] with each row at its own address: `dst[c·ld + r] = src[r][c]`.
+    unsafe fn transpose_rows(
+        src: &[*const f32; 16],
         rows: usize,
         cols: usize,
         dst: *mut f32,
@@ -92,14 +98,6 @@ impl Lanes for Portable {
     }
 
     #[inline(always)]
-    unsafe fn store_strided(dst: *mut f32, src: *const f32, n: usize, s: usize) {
-        for e in 0..n {
-            // SAFETY: as in `copy`.
-            unsafe { *dst.add(e * s) = *src.add(e) };
-        }
-    }
-
-    #[inline(always)]
     unsafe fn zero(dst: *mut f32, n: usize) {
         // SAFETY: the caller's contract covers dst[..n].
         unsafe { std::ptr::write_bytes(dst, 0, n) };
@@ -122,6 +120,23 @@ impl Lanes for Portable {
             for r in 0..width {
                 // SAFETY: as in `copy`; r < rows for every read.
                 unsafe { *dst.add(c * ld + r) = if r < rows { *src.add(r * ls + c) } else { 0.0 } };
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn transpose_rows(
+        src: &[*const f32; 16],
+        rows: usize,
+        cols: usize,
+        dst: *mut f32,
+        ld: usize,
+        width: usize,
+    ) {
+        for c in 0..cols {
+            for (r, row) in src.iter().enumerate().take(width) {
+                // SAFETY: as in `copy`; r < rows for every read.
+                unsafe { *dst.add(c * ld + r) = if r < rows { *row.add(c) } else { 0.0 } };
             }
         }
     }
@@ -264,46 +279,6 @@ mod x86 {
             }
         }
 
-        /// Stride 2 spreads 8 source values over the even lanes of a 16-lane window and
-        /// stores them under an even-lane mask: no load of the destination.
-        #[inline(always)]
-        unsafe fn store_strided(dst: *mut f32, src: *const f32, n: usize, s: usize) {
-            // SAFETY (whole body): loads of the n source values (masked), stores of the
-            // named destination elements only (masks `first(c)` and even lanes).
-            unsafe {
-                match s {
-                    1 => {
-                        for e in (0..n).step_by(16) {
-                            let c = (n - e).min(16);
-                            store(dst.add(e), c, load(src.add(e), c, c == 16));
-                        }
-                    }
-                    2 => {
-                        let lo = _mm512_loadu_si512(idx(|l| l / 2).as_ptr().cast());
-                        let hi = _mm512_loadu_si512(idx(|l| 8 + l / 2).as_ptr().cast());
-                        for e in (0..n).step_by(16) {
-                            let c = (n - e).min(16);
-                            let v = load(src.add(e), c, c == 16);
-                            for (half, spread) in [(0, lo), (1, hi)] {
-                                let k = c.saturating_sub(8 * half).min(8);
-                                if k == 0 {
-                                    break;
-                                }
-                                let at = 2 * e + 16 * half;
-                                let m = EVEN & first(2 * k - 1);
-                                _mm512_mask_storeu_ps(
-                                    dst.add(at),
-                                    m,
-                                    _mm512_permutexvar_ps(spread, v),
-                                );
-                            }
-                        }
-                    }
-                    _ => super::Portable::store_strided(dst, src, n, s),
-                }
-            }
-        }
-
         #[inline(always)]
         fn prefetch(p: *const f32) {
             // SAFETY: a prefetch never faults and changes no program state.
@@ -335,62 +310,98 @@ mod x86 {
             ld: usize,
             width: usize,
         ) {
-            // SAFETY (whole body): loads of rows r < rows, lanes < cols; stores of rows
-            // c < cols, lanes < width: the blocks the caller's contract covers.
+            // SAFETY: loads of rows r < rows, lanes < cols; the stores are
+            // `transpose_regs`'s, which the contract covers.
             unsafe {
-                // Plain loops, not `array::from_fn`: a closure is a function of its own,
-                // shared by every caller, and not always inlined into the AVX-512 one.
                 let mut r = [_mm512_setzero_ps(); 16];
                 for (i, v) in r.iter_mut().enumerate().take(rows) {
                     *v = load(src.add(i * ls), cols, cols == 16);
                 }
-                let mut t = [_mm512_setzero_ps(); 16];
-                for (i, ti) in t.iter_mut().enumerate() {
-                    let (a, b) = (r[i & !1], r[i | 1]);
-                    *ti = if i % 2 == 0 {
-                        _mm512_unpacklo_ps(a, b)
-                    } else {
-                        _mm512_unpackhi_ps(a, b)
-                    };
+                transpose_regs(&r, cols, dst, ld, width)
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn transpose_rows(
+            src: &[*const f32; 16],
+            rows: usize,
+            cols: usize,
+            dst: *mut f32,
+            ld: usize,
+            width: usize,
+        ) {
+            // SAFETY: as in `transpose`.
+            unsafe {
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (i, v) in r.iter_mut().enumerate().take(rows) {
+                    *v = load(src[i], cols, cols == 16);
                 }
-                // u[4g + c]: from t[4g + (c / 2)] and t[4g + 2 + (c / 2)], low or high half.
-                let mut u = [_mm512_setzero_ps(); 16];
-                for (i, ui) in u.iter_mut().enumerate() {
-                    let (g, c) = (i / 4, i % 4);
-                    let a = _mm512_castps_pd(t[4 * g + c / 2]);
-                    let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
-                    *ui = _mm512_castpd_ps(if c % 2 == 0 {
-                        _mm512_unpacklo_pd(a, b)
-                    } else {
-                        _mm512_unpackhi_pd(a, b)
-                    });
+                transpose_regs(&r, cols, dst, ld, width)
+            }
+        }
+    }
+
+    /// The transpose of 16 rows held in registers: `dst[c·ld + r] = rows[r][c]` for
+    /// `c < cols`, `r < width`.
+    ///
+    /// # Safety
+    /// `dst` is writable at those positions; the CPU supports AVX-512F.
+    #[inline(always)]
+    unsafe fn transpose_regs(
+        r: &[__m512; 16],
+        cols: usize,
+        dst: *mut f32,
+        ld: usize,
+        width: usize,
+    ) {
+        // SAFETY (whole body): stores of rows c < cols, lanes < width.
+        unsafe {
+            let mut t = [_mm512_setzero_ps(); 16];
+            for (i, ti) in t.iter_mut().enumerate() {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                *ti = if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                };
+            }
+            // u[4g + c]: from t[4g + (c / 2)] and t[4g + 2 + (c / 2)], low or high half.
+            let mut u = [_mm512_setzero_ps(); 16];
+            for (i, ui) in u.iter_mut().enumerate() {
+                let (g, c) = (i / 4, i % 4);
+                let a = _mm512_castps_pd(t[4 * g + c / 2]);
+                let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
+                *ui = _mm512_castpd_ps(if c % 2 == 0 {
+                    _mm512_unpacklo_pd(a, b)
+                } else {
+                    _mm512_unpackhi_pd(a, b)
+                });
+            }
+            // v[2c + h]: lanes (0, 2) (h = 0) or (1, 3) (h = 1) of u[c], u[4 + c]; w the
+            // same of u[8 + c], u[12 + c].
+            let (mut v, mut w) = ([_mm512_setzero_ps(); 8], [_mm512_setzero_ps(); 8]);
+            for i in 0..8 {
+                let (c, h) = (i / 2, i % 2);
+                if h == 0 {
+                    v[i] = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+                    w[i] = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+                } else {
+                    v[i] = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+                    w[i] = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
                 }
-                // v[2c + h]: lanes (0, 2) (h = 0) or (1, 3) (h = 1) of u[c], u[4 + c]; w the
-                // same of u[8 + c], u[12 + c].
-                let (mut v, mut w) = ([_mm512_setzero_ps(); 8], [_mm512_setzero_ps(); 8]);
-                for i in 0..8 {
-                    let (c, h) = (i / 2, i % 2);
-                    if h == 0 {
-                        v[i] = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
-                        w[i] = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
-                    } else {
-                        v[i] = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
-                        w[i] = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
-                    }
-                }
-                let mw = first(width);
-                for col in 0..cols {
-                    // Column 4L + c: lane L of each; L = 0, 2 come from v/w[2c], L = 1, 3
-                    // from v/w[2c + 1], as the even (0x88) or odd (0xdd) lanes.
-                    let (l, c) = (col / 4, col % 4);
-                    let (a, b) = (v[2 * c + l % 2], w[2 * c + l % 2]);
-                    let o = if l < 2 {
-                        _mm512_shuffle_f32x4::<0x88>(a, b)
-                    } else {
-                        _mm512_shuffle_f32x4::<0xdd>(a, b)
-                    };
-                    _mm512_mask_storeu_ps(dst.add(col * ld), mw, o);
-                }
+            }
+            let mw = first(width);
+            for col in 0..cols {
+                // Column 4L + c: lane L of each; L = 0, 2 come from v/w[2c], L = 1, 3
+                // from v/w[2c + 1], as the even (0x88) or odd (0xdd) lanes.
+                let (l, c) = (col / 4, col % 4);
+                let (a, b) = (v[2 * c + l % 2], w[2 * c + l % 2]);
+                let o = if l < 2 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xdd>(a, b)
+                };
+                _mm512_mask_storeu_ps(dst.add(col * ld), mw, o);
             }
         }
     }
@@ -436,17 +447,6 @@ mod tests {
                         };
                         assert_eq!(*a, want, "{isa:?} add_strided s {s} n {n} at {i}");
                     }
-
-                    let mut out = vec![f32::NAN; n * s + 3];
-                    // SAFETY: out holds (n − 1)·s + 1 elements, add n.
-                    unsafe { run_store(isa, out.as_mut_ptr(), add.as_ptr(), n, s) };
-                    for (i, o) in out.iter().enumerate() {
-                        if i % s == 0 && i / s < n {
-                            assert_eq!(*o, add[i / s], "{isa:?} store_strided s {s} n {n} at {i}");
-                        } else {
-                            assert!(o.is_nan(), "{isa:?} store_strided s {s} n {n} wrote {i}");
-                        }
-                    }
                 }
             }
             for (rows, cols, width) in [
@@ -459,31 +459,38 @@ mod tests {
                 let ls = 19;
                 let src = ramp(16 * ls);
                 let ld = 21;
-                let mut dst = vec![f32::NAN; 16 * ld];
-                // SAFETY: src holds 16 rows of ls ≥ cols, dst 16 rows of ld ≥ width.
-                unsafe {
-                    run_transpose(
-                        isa,
-                        src.as_ptr(),
-                        ls,
-                        rows,
-                        cols,
-                        dst.as_mut_ptr(),
-                        ld,
-                        width,
-                    )
-                };
-                for c in 0..16 {
-                    for r in 0..ld {
-                        let got = dst[c * ld + r];
-                        if c < cols && r < width {
-                            let want = if r < rows { src[r * ls + c] } else { 0.0 };
-                            assert_eq!(got, want, "{isa:?} transpose {rows}x{cols} at ({c}, {r})");
-                        } else {
-                            assert!(
-                                got.is_nan(),
-                                "{isa:?} transpose wrote outside at ({c}, {r})"
-                            );
+                // Strided rows, then the rows in reverse order through their addresses.
+                for gather in [false, true] {
+                    let row = |r: usize| if gather { 15 - r } else { r };
+                    let mut dst = vec![f32::NAN; 16 * ld];
+                    // SAFETY: src holds 16 rows of ls ≥ cols, dst 16 rows of ld ≥ width.
+                    unsafe {
+                        run_transpose(
+                            isa,
+                            gather.then(|| std::array::from_fn(|r| src[row(r) * ls..].as_ptr())),
+                            src.as_ptr(),
+                            ls,
+                            [rows, cols],
+                            dst.as_mut_ptr(),
+                            ld,
+                            width,
+                        )
+                    };
+                    for c in 0..16 {
+                        for r in 0..ld {
+                            let got = dst[c * ld + r];
+                            if c < cols && r < width {
+                                let want = if r < rows { src[row(r) * ls + c] } else { 0.0 };
+                                assert_eq!(
+                                    got, want,
+                                    "{isa:?} transpose {rows}x{cols} gather {gather} at ({c}, {r})"
+                                );
+                            } else {
+                                assert!(
+                                    got.is_nan(),
+                                    "{isa:?} transpose wrote outside at ({c}, {r})"
+                                );
+                            }
                         }
                     }
                 }
@@ -525,33 +532,33 @@ mod tests {
         }
     }
 
-    unsafe fn run_store(isa: PackIsa, dst: *mut f32, src: *const f32, n: usize, s: usize) {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as in run_copy.
-            PackIsa::Avx512 => unsafe { avx::store(dst, src, n, s) },
-            // SAFETY: forwarded.
-            _ => unsafe { Portable::store_strided(dst, src, n, s) },
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
+    /// `transpose`, or `transpose_rows` over the addresses `at` when given.
     unsafe fn run_transpose(
         isa: PackIsa,
+        at: Option<[*const f32; 16]>,
         src: *const f32,
         ls: usize,
-        rows: usize,
-        cols: usize,
+        [rows, cols]: [usize; 2],
         dst: *mut f32,
         ld: usize,
         width: usize,
     ) {
-        match isa {
+        match (isa, at) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as in run_copy.
-            PackIsa::Avx512 => unsafe { avx::transpose(src, ls, rows, cols, dst, ld, width) },
+            (PackIsa::Avx512, None) => unsafe {
+                avx::transpose(src, ls, rows, cols, dst, ld, width)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in run_copy.
+            (PackIsa::Avx512, Some(at)) => unsafe {
+                avx::transpose_rows(&at, rows, cols, dst, ld, width)
+            },
             // SAFETY: forwarded.
-            _ => unsafe { Portable::transpose(src, ls, rows, cols, dst, ld, width) },
+            (_, None) => unsafe { Portable::transpose(src, ls, rows, cols, dst, ld, width) },
+            // SAFETY: forwarded.
+            (_, Some(at)) => unsafe { Portable::transpose_rows(&at, rows, cols, dst, ld, width) },
         }
     }
 
@@ -573,9 +580,16 @@ mod tests {
         }
 
         #[target_feature(enable = "avx512f")]
-        pub unsafe fn store(dst: *mut f32, src: *const f32, n: usize, s: usize) {
+        pub unsafe fn transpose_rows(
+            src: &[*const f32; 16],
+            rows: usize,
+            cols: usize,
+            dst: *mut f32,
+            ld: usize,
+            width: usize,
+        ) {
             // SAFETY: forwarded from the caller.
-            unsafe { Avx512::store_strided(dst, src, n, s) }
+            unsafe { Avx512::transpose_rows(src, rows, cols, dst, ld, width) }
         }
 
         #[target_feature(enable = "avx512f")]
