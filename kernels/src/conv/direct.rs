@@ -26,10 +26,14 @@
 //! six base pointers plus the shared `koff[k]`: 24 FMAs for 10 loads. The tile is kept
 //! pixel-major (`C[q][oc]`), so the result is transposed into NCHW once, at the end.
 //!
-//! Blocking: pixels are split into blocks of [`PIX_BLOCK`] (the parallel unit); within a block
-//! the taps run in slices of [`KC`]. For each slice and each 64-channel panel, the panel's
-//! `KC × 64` weights (64 KiB) are streamed from L2 past every pixel tile of the block, whose
-//! input rows for the slice stay in L1; the block's `C` tile (`PIX_BLOCK × C_out`) stays in L2.
+//! `xp` is never made whole. The output rows are split into blocks of about [`PIX_BLOCK`]
+//! pixels, and the blocks into parallel units of a few blocks (see [`Job::run`]); a unit
+//! first copies the rows of `xp` that its blocks read into a buffer of its thread
+//! ([`Src::rows_into`]), where they stay in cache while the blocks read them. Within a
+//! block the taps run in slices of [`KC`]. For each slice and each 64-channel panel, the
+//! panel's `KC × 64` weights (64 KiB) are streamed from L2 past every pixel tile of the
+//! block, whose input rows for the slice stay in L1; the block's `C` tile
+//! (`PIX_BLOCK × C_out`) stays in L2.
 
 use super::lanes::{Lanes, PackIsa, Portable};
 use super::Conv2dGeom;
@@ -437,7 +441,7 @@ struct Part {
 /// per column phase, so that a block holds whole rows of `dx` and writes them contiguously.
 struct Job<'a> {
     /// The zero-padded source: the input (forward) or the output gradient (backward-data).
-    src: &'a [f32],
+    src: Src<'a>,
     parts: Vec<Part>,
     /// Output channels actually written.
     channels: usize,
@@ -461,85 +465,142 @@ impl Job<'_> {
     unsafe fn run(&self, dst: SendPtr, isa: PackIsa) {
         let [images, rows] = self.grid;
         let s = self.src_step;
-        debug_assert!(self.parts.iter().all(|p| {
-            let [n, r, c] = [images, rows, p.cols].map(|v| v.saturating_sub(1));
-            let last = p.src_at + n * s[0] + r * s[1] + c * s[2];
-            p.cols == 0 || last + (*p.koff.iter().max().unwrap_or(&0) as usize) < self.src.len()
-        }));
+        let rowlen = self.src.row_len();
+        let live = || self.parts.iter().filter(|p| p.cols > 0);
+        // Rows of the padded source that grid rows ga..gb read (as `Src` numbers them).
+        let span = |ga: usize, gb: usize| {
+            let (na, ra, nb, rb) = (ga / rows, ga % rows, (gb - 1) / rows, (gb - 1) % rows);
+            let lo = live().map(|p| p.src_at + na * s[0] + ra * s[1]).min();
+            let hi = live()
+                .map(|p| {
+                    let reach = *p.koff.iter().max().unwrap_or(&0) as usize;
+                    p.src_at + nb * s[0] + rb * s[1] + (p.cols - 1) * s[2] + reach
+                })
+                .max();
+            (lo.unwrap_or(0) / rowlen, hi.map_or(0, |h| h / rowlen + 1))
+        };
+        debug_assert!(images * rows == 0 || span(0, images * rows).1 <= self.src.rows());
         let tile = micro_tile(isa);
-        let ocp = self.channels.div_ceil(OC_TILE) * OC_TILE;
         let cols: usize = self.parts.iter().map(|p| p.cols).sum();
         let per_block = (PIX_BLOCK / cols.max(1)).max(1);
         let total = images * rows;
-        let src = self.src;
-        (0..total.div_ceil(per_block))
+        if total == 0 {
+            return;
+        }
+        // A unit — the parallel step — is a run of blocks: it copies the source rows they
+        // read, channels-last, into a buffer of its thread that stays in cache while the
+        // blocks read it. (A copy of the whole source first went out to memory and back:
+        // 10% of D2's forward pass.) Adjacent units both copy the rows between them, so a
+        // unit takes enough blocks that those are at most half of its own rows, and no more:
+        // larger units cost balance between the threads (measured on D3's backward-data:
+        // five units per job ran 17% slower than units of one block).
+        let (a0, a1) = span(0, per_block.min(total));
+        let own = (per_block * (s[1] / rowlen.max(1)).max(1)).max(1);
+        let halo = (a1 - a0).saturating_sub(own);
+        let fit = (SRC_BUDGET / rowlen.max(1) / (a1 - a0).max(1)).max(1);
+        let per_unit = per_block * (2 * halo).div_ceil(own).clamp(1, fit);
+        (0..total.div_ceil(per_unit))
             .into_par_iter()
-            .for_each(|blk| {
-                let g0 = blk * per_block;
-                let nr = per_block.min(total - g0);
-                // Each pixel's destination (channel 0) and row of the block's C tile.
-                let mut at: Vec<(usize, u32)> = Vec::with_capacity(nr * cols);
-                let mut origins = vec![];
-                CBUF.with(|cb| {
-                    let mut cb = cb.borrow_mut();
-                    let tiles_of = |p: &Part| (nr * p.cols).div_ceil(PIX_TILE);
-                    let cb_rows: usize = self.parts.iter().map(|p| tiles_of(p) * PIX_TILE).sum();
-                    cb.resize(cb_rows * ocp, 0.0);
-                    let c = cb.as_mut_ptr();
-                    let mut row0 = 0;
-                    for part in &self.parts {
-                        let np = nr * part.cols;
-                        if np == 0 {
-                            continue;
-                        }
-                        let tiles = tiles_of(part);
-                        // Window origins; the last tile's spare slots repeat the last pixel.
-                        origins.clear();
-                        for t in 0..tiles * PIX_TILE {
-                            let i = t.min(np - 1);
-                            let (gr, col) = (g0 + i / part.cols, i % part.cols);
-                            let (n, r) = (gr / rows, gr % rows);
-                            let d = self.dst_step;
-                            if t < np {
-                                let to = part.dst_at + n * d[0] + r * d[1] + col * d[2];
-                                at.push((to, (row0 + t) as u32));
-                            }
-                            let o = part.src_at + n * s[0] + r * s[1] + col * s[2];
-                            // SAFETY: a window origin lies inside `src` (`run`'s contract).
-                            origins.push(unsafe { src.as_ptr().add(o) });
-                        }
-                        let k = part.koff.len();
-                        for pc in (0..k).step_by(KC) {
-                            let kc = KC.min(k - pc);
-                            for panel in 0..ocp / OC_TILE {
-                                let a = part.wpk[(panel * k + pc) * OC_TILE..].as_ptr();
-                                for (t, b) in origins.chunks_exact(PIX_TILE).enumerate() {
-                                    // SAFETY: `a` holds the panel's `kc` taps from `pc`,
-                                    // `koff` `kc` offsets from `pc`, each of which stays
-                                    // inside the image of any window origin; `c` has the
-                                    // tile's 6 rows of `ocp` floats, this thread's own.
-                                    unsafe {
-                                        tile(
-                                            kc,
-                                            a,
-                                            part.koff.as_ptr().add(pc),
-                                            b.try_into().unwrap(),
-                                            c.add((row0 + t * PIX_TILE) * ocp + panel * OC_TILE),
-                                            ocp,
-                                            pc > 0,
-                                        )
-                                    };
-                                }
-                            }
-                        }
-                        row0 += tiles * PIX_TILE;
+            .for_each(|unit| {
+                let (ua, ub) = (unit * per_unit, ((unit + 1) * per_unit).min(total));
+                let (lo, hi) = span(ua, ub);
+                SRCBUF.with(|sb| {
+                    let mut sb = sb.borrow_mut();
+                    sb.resize((hi - lo) * rowlen, 0.0);
+                    self.src.rows_into(lo, &mut sb, isa);
+                    // Window origin `o` of the full source is `o − lo·rowlen` here.
+                    let src = &sb[..];
+                    for g0 in (ua..ub).step_by(per_block) {
+                        let nr = per_block.min(ub - g0);
+                        // SAFETY: origins of the unit's pixels lie in its rows.
+                        unsafe { self.block(g0, nr, src, lo * rowlen, dst, tile, isa) };
                     }
-                    // Destination order: runs of adjacent pixels, across parts and rows.
-                    at.sort_unstable_by_key(|e| e.0);
-                    // SAFETY: the block's pixels are this thread's alone.
-                    unsafe { store(self, &mut cb[..cb_rows * ocp], &at, dst, isa) };
                 });
             });
+    }
+
+    /// One block: grid rows `g0..g0 + nr`, reading `src`, the source from offset `at0`.
+    ///
+    /// # Safety
+    /// As [`Job::run`], for the block's pixels, with `src` holding every row they read.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(
+        &self,
+        g0: usize,
+        nr: usize,
+        src: &[f32],
+        at0: usize,
+        dst: SendPtr,
+        tile: MicroTile,
+        isa: PackIsa,
+    ) {
+        let [_, rows] = self.grid;
+        let s = self.src_step;
+        let ocp = self.channels.div_ceil(OC_TILE) * OC_TILE;
+        let cols: usize = self.parts.iter().map(|p| p.cols).sum();
+        // Each pixel's destination (channel 0) and row of the block's C tile.
+        let mut at: Vec<(usize, u32)> = Vec::with_capacity(nr * cols);
+        let mut origins = vec![];
+        CBUF.with(|cb| {
+            let mut cb = cb.borrow_mut();
+            let tiles_of = |p: &Part| (nr * p.cols).div_ceil(PIX_TILE);
+            let cb_rows: usize = self.parts.iter().map(|p| tiles_of(p) * PIX_TILE).sum();
+            cb.resize(cb_rows * ocp, 0.0);
+            let c = cb.as_mut_ptr();
+            let mut row0 = 0;
+            for part in &self.parts {
+                let np = nr * part.cols;
+                if np == 0 {
+                    continue;
+                }
+                let tiles = tiles_of(part);
+                // Window origins; the last tile's spare slots repeat the last pixel.
+                origins.clear();
+                for t in 0..tiles * PIX_TILE {
+                    let i = t.min(np - 1);
+                    let (gr, col) = (g0 + i / part.cols, i % part.cols);
+                    let (n, r) = (gr / rows, gr % rows);
+                    let d = self.dst_step;
+                    if t < np {
+                        let to = part.dst_at + n * d[0] + r * d[1] + col * d[2];
+                        at.push((to, (row0 + t) as u32));
+                    }
+                    let o = part.src_at + n * s[0] + r * s[1] + col * s[2] - at0;
+                    debug_assert!(o + (*part.koff.iter().max().unwrap_or(&0) as usize) < src.len());
+                    // SAFETY: a window origin lies inside `src` (the contract).
+                    origins.push(unsafe { src.as_ptr().add(o) });
+                }
+                let k = part.koff.len();
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    for panel in 0..ocp / OC_TILE {
+                        let a = part.wpk[(panel * k + pc) * OC_TILE..].as_ptr();
+                        for (t, b) in origins.chunks_exact(PIX_TILE).enumerate() {
+                            // SAFETY: `a` holds the panel's `kc` taps from `pc`,
+                            // `koff` `kc` offsets from `pc`, each of which stays
+                            // inside the image of any window origin; `c` has the
+                            // tile's 6 rows of `ocp` floats, this thread's own.
+                            unsafe {
+                                tile(
+                                    kc,
+                                    a,
+                                    part.koff.as_ptr().add(pc),
+                                    b.try_into().unwrap(),
+                                    c.add((row0 + t * PIX_TILE) * ocp + panel * OC_TILE),
+                                    ocp,
+                                    pc > 0,
+                                )
+                            };
+                        }
+                    }
+                }
+                row0 += tiles * PIX_TILE;
+            }
+            // Destination order: runs of adjacent pixels, across parts and rows.
+            at.sort_unstable_by_key(|e| e.0);
+            // SAFETY: the block's pixels are this thread's alone.
+            unsafe { store(self, &mut cb[..cb_rows * ocp], &at, dst, isa) };
+        });
     }
 }
 
@@ -608,6 +669,65 @@ unsafe fn store(job: &Job, cb: &mut [f32], at: &[(usize, u32)], dst: SendPtr, is
 thread_local! {
     /// Per-thread `C` tile of a pixel block, reused across calls.
     static CBUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread copy of a unit's source rows, reused across calls.
+    static SRCBUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Floats of source rows a parallel unit of a [`Job`] copies at most (unless one block
+/// needs more): 1 MiB, so that they stay in cache next to the block's `C` tile.
+const SRC_BUDGET: usize = 1 << 18;
+
+/// A job's source: `x` (`[n][c][h][w]`) channels-last, in images of `hp × wp` pixels with
+/// `x` at row `top`, column `left` and zeros around it — `[n][hp][wp][c]`, numbered as one
+/// run of `n·hp` rows of `wp·c` floats. It is never made whole: each unit of the job copies
+/// the rows it reads ([`Src::rows_into`]).
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    x: &'a [f32],
+    c: usize,
+    hw: [usize; 2],
+    padded: [usize; 2],
+    top_left: [usize; 2],
+}
+
+impl Src<'_> {
+    /// Floats per row.
+    fn row_len(&self) -> usize {
+        self.padded[1] * self.c
+    }
+
+    /// Rows in all.
+    fn rows(&self) -> usize {
+        let [h, w] = self.hw;
+        self.x.len() / (self.c * h * w).max(1) * self.padded[0]
+    }
+
+    /// Rows `lo..` into `out` (whole rows, as many as it holds).
+    fn rows_into(&self, lo: usize, out: &mut [f32], isa: PackIsa) {
+        let ([h, w], [hp, _], [top, left], c) = (self.hw, self.padded, self.top_left, self.c);
+        for (i, dst) in out.chunks_exact_mut(self.row_len()).enumerate() {
+            let (img, r) = ((lo + i) / hp, (lo + i) % hp);
+            if r < top || r >= top + h {
+                dst.fill(0.0);
+                continue;
+            }
+            dst[..left * c].fill(0.0);
+            dst[(left + w) * c..].fill(0.0);
+            let from = &self.x[img * c * h * w + (r - top) * w..];
+            // SAFETY: reads `c` channel rows of `w` floats (stride h·w) of image img, writes
+            // `w` pixels of `c` channels inside this row of `out`.
+            unsafe {
+                transpose(
+                    isa,
+                    from.as_ptr(),
+                    h * w,
+                    [c, w],
+                    dst[left * c..].as_mut_ptr(),
+                    c,
+                )
+            };
+        }
+    }
 }
 
 /// `src` (`[n][c][h][w]`) copied into zeroed planes of `hp × wp` at row `top`, column `left`.
@@ -681,46 +801,6 @@ impl std::ops::DerefMut for Scratch {
     fn deref_mut(&mut self) -> &mut [f32] {
         &mut self.0
     }
-}
-
-/// `src` (`[n][c][h][w]`) transposed to channels-last and copied into zeroed images of
-/// `hp × wp` pixels at row `top`, column `left`: `out[n][top + r][left + col][ch]`. Channel
-/// runs make the taps of one pixel adjacent, so a micro-tile reads whole cache lines and the
-/// hardware prefetcher follows it.
-fn padded_nhwc(
-    src: &[f32],
-    c: usize,
-    [h, w]: [usize; 2],
-    [hp, wp]: [usize; 2],
-    [top, left]: [usize; 2],
-    isa: PackIsa,
-) -> Scratch {
-    let n = src.len() / (c * h * w).max(1);
-    let mut out = Scratch::take(n * hp * wp * c);
-    // Every element is written: a reused buffer holds the previous call's values.
-    out.par_chunks_mut(wp * c).enumerate().for_each(|(i, dst)| {
-        let (img, r) = (i / hp, i % hp);
-        if r < top || r >= top + h {
-            dst.fill(0.0);
-            return;
-        }
-        dst[..left * c].fill(0.0);
-        dst[(left + w) * c..].fill(0.0);
-        let from = &src[img * c * h * w + (r - top) * w..];
-        // SAFETY: reads `c` channel rows of `w` floats (stride h·w) of image img, writes
-        // `w` pixels of `c` channels inside this row of `out`.
-        unsafe {
-            transpose(
-                isa,
-                from.as_ptr(),
-                h * w,
-                [c, w],
-                dst[left * c..].as_mut_ptr(),
-                c,
-            )
-        };
-    });
-    out
 }
 
 /// Packs the weights of one or more jobs in one pass over `w`: for job `j`, panels of 64
@@ -888,7 +968,13 @@ fn forward_with(
     }
     let ([ph, pw], [sh, sw], [dh, dw]) = (g.pad, g.stride, g.dilation);
     let (hp, wp, c) = (g.h + 2 * ph, g.w + 2 * pw, g.c_in);
-    let xp = padded_nhwc(x, c, [g.h, g.w], [hp, wp], [ph, pw], isa);
+    let xp = Src {
+        x,
+        c,
+        hw: [g.h, g.w],
+        padded: [hp, wp],
+        top_left: [ph, pw],
+    };
     let image = hp * wp * c;
     check_offsets("conv2d", image);
     // Taps in (i, j, ic) order: consecutive taps read adjacent channels.
@@ -908,7 +994,7 @@ fn forward_with(
         .collect();
     let plane = g.h_out * g.w_out;
     let job = Job {
-        src: &xp,
+        src: xp,
         parts: vec![Part {
             wpk: pack_panels(g.c_out, k, &[&idx], w, isa).remove(0),
             koff,
@@ -999,7 +1085,13 @@ fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa
     let hq = (g.h_out + top).max(u_max + top + 1);
     let wq = (g.w_out + left).max(v_max + left + 1);
     let c = g.c_out;
-    let dyp = padded_nhwc(dy, c, [g.h_out, g.w_out], [hq, wq], [top, left], isa);
+    let dyp = Src {
+        x: dy,
+        c,
+        hw: [g.h_out, g.w_out],
+        padded: [hq, wq],
+        top_left: [top, left],
+    };
     let image = hq * wq * c;
     check_offsets("conv2d backward_data", image);
     // Each phase's taps, tap offsets, weight positions and place in `dx`, by row phase.
@@ -1065,7 +1157,7 @@ fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa
     let mut jobs: Vec<Job> = row_phases
         .iter()
         .map(|&rows| Job {
-            src: &dyp,
+            src: dyp,
             parts: vec![],
             channels: g.c_in,
             grid: [g.n, rows],

@@ -287,6 +287,18 @@ mod fast {
     }
 
     #[test]
+    fn direct_units_span_images() {
+        // Output rows of 70 pixels: one row per block, four blocks per parallel unit (the
+        // rows two units share are at most half of each), so units start mid-image and
+        // cross from one image into the next; stride 1 and 2, the column phases of one
+        // row phase as one job.
+        for (k, s) in [(3, 1), (4, 2)] {
+            let g = geom(3, 9, [70 * s, 70 * s], 40, [k, k], s, 1, 1).unwrap();
+            check_all(&g, 3).unwrap();
+        }
+    }
+
+    #[test]
     fn dcgan_shaped_layers() {
         // Wider than the proptest ranges: channel counts and sizes past the GEMM's tiles.
         for (n, c_in, hw, c_out, k, s, p) in [
