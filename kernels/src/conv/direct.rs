@@ -1295,7 +1295,67 @@ fn backward_weight_with(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom, i
     // Every part non-empty: its partial is written, not added to.
     let parts = pixels.div_ceil(per_part);
     let tile = micro_tile_w(isa);
-    // dWᵀ partials: [part][kt][ocp].
+    // One unit's taps t0.. over the pixels of `part`, into `c` (`[tap][ocp]`).
+    let reduce = |part: usize, t0: usize, c: &mut [f32]| {
+        let ntiles = c.len() / ocp / PIX_TILE;
+        let (q0, q1) = (part * per_part, ((part + 1) * per_part).min(pixels));
+        for s0 in (q0..q1).step_by(PIX_SLICE) {
+            let kc = PIX_SLICE.min(q1 - s0);
+            for panel in 0..panels {
+                let a = dyt[(panel * pixels + s0) * OC_TILE..].as_ptr();
+                for tt in 0..ntiles {
+                    let off: &[usize; PIX_TILE] =
+                        koff[t0 + tt * PIX_TILE..][..PIX_TILE].try_into().unwrap();
+                    // SAFETY: `a` holds `kc` pixels of the panel from `s0`, `base` `kc`
+                    // window origins from `s0`, each tap offset stays in its image; `c` is
+                    // this unit's own.
+                    unsafe {
+                        tile(
+                            kc,
+                            a,
+                            base.at(s0),
+                            off,
+                            c.as_mut_ptr().add(tt * PIX_TILE * ocp + panel * OC_TILE),
+                            ocp,
+                            s0 > q0,
+                        )
+                    };
+                }
+            }
+        }
+    };
+    // dWᵀ[k][oc] → dW[oc][k] for taps t0..t0 + nt, in blocks of 16 taps.
+    let dwp = SendPtr(dw.as_mut_ptr());
+    let write = |t0: usize, nt: usize, c: &[f32]| {
+        for b in (0..nt).step_by(16) {
+            // SAFETY: reads taps t0 + b.. of `c`; writes those columns of dW, the unit's own.
+            unsafe {
+                transpose(
+                    isa,
+                    c[b * ocp..].as_ptr(),
+                    ocp,
+                    [(nt - b).min(16), g.c_out],
+                    dwp.get().add(t0 + b),
+                    k,
+                )
+            };
+        }
+    };
+    if parts == 1 {
+        // Each unit writes its taps of dW from a tile of its thread.
+        (0..units).into_par_iter().for_each(|unit| {
+            let t0 = unit * TAP_BLOCK;
+            let nt = TAP_BLOCK.min(kt - t0);
+            CBUF.with(|cb| {
+                let mut cb = cb.borrow_mut();
+                cb.resize(nt * ocp, 0.0);
+                reduce(0, t0, &mut cb);
+                write(t0, nt.min(k - t0), &cb);
+            });
+        });
+        return;
+    }
+    // dWᵀ partials: [part][kt][ocp], summed into part 0.
     let mut dwt = Scratch::take(parts * kt * ocp);
     dwt.par_chunks_mut(kt * ocp)
         .enumerate()
@@ -1304,55 +1364,14 @@ fn backward_weight_with(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom, i
                 .enumerate()
                 .map(move |(unit, c)| (part, unit, c))
         })
-        .for_each(|(part, unit, c)| {
-            let t0 = unit * TAP_BLOCK;
-            let ntiles = c.len() / ocp / PIX_TILE;
-            let (q0, q1) = (part * per_part, ((part + 1) * per_part).min(pixels));
-            for s0 in (q0..q1).step_by(PIX_SLICE) {
-                let kc = PIX_SLICE.min(q1 - s0);
-                for panel in 0..panels {
-                    let a = dyt[(panel * pixels + s0) * OC_TILE..].as_ptr();
-                    for tt in 0..ntiles {
-                        let off: &[usize; PIX_TILE] =
-                            koff[t0 + tt * PIX_TILE..][..PIX_TILE].try_into().unwrap();
-                        // SAFETY: `a` holds `kc` pixels of the panel from `s0`, `base` `kc`
-                        // window origins from `s0`, each tap offset stays in its image;
-                        // `c` is this unit's own.
-                        unsafe {
-                            tile(
-                                kc,
-                                a,
-                                base.at(s0),
-                                off,
-                                c.as_mut_ptr().add(tt * PIX_TILE * ocp + panel * OC_TILE),
-                                ocp,
-                                s0 > q0,
-                            )
-                        };
-                    }
-                }
-            }
-        });
+        .for_each(|(part, unit, c)| reduce(part, unit * TAP_BLOCK, c));
     let (sum, rest) = dwt.split_at_mut(kt * ocp);
     for part in rest.chunks(kt * ocp) {
         sum.par_iter_mut().zip(part).for_each(|(s, p)| *s += p);
     }
-    // dWᵀ[k][oc] → dW[oc][k], in column blocks of 16 taps.
-    let dwp = SendPtr(dw.as_mut_ptr());
     let sum: &[f32] = sum;
-    (0..k.div_ceil(16)).into_par_iter().for_each(|b| {
-        let t0 = 16 * b;
-        // SAFETY: reads taps t0.. of dWᵀ; writes columns t0..t0 + 16 of dW, this
-        // iteration's own.
-        unsafe {
-            transpose(
-                isa,
-                sum[t0 * ocp..].as_ptr(),
-                ocp,
-                [(k - t0).min(16), g.c_out],
-                dwp.get().add(t0),
-                k,
-            )
-        };
+    (0..units).into_par_iter().for_each(|unit| {
+        let t0 = unit * TAP_BLOCK;
+        write(t0, TAP_BLOCK.min(k.saturating_sub(t0)), &sum[t0 * ocp..]);
     });
 }
