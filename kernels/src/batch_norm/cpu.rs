@@ -22,6 +22,30 @@ fn runs(g: &BatchNormGeom, k: usize) -> impl Iterator<Item = std::ops::Range<usi
     })
 }
 
+/// `Σ f(i)` over `i < n`, for two sums at once, in eight `f64` lanes each: one running
+/// sum is a chain of dependent adds, one per 4 cycles or so, where eight lanes vectorise
+/// (measured: batch-norm statistics and gradient sums, so chained, were 4.5% of a DCGAN
+/// training step). The order differs from a running sum's only in `f64` rounding.
+#[inline(always)]
+fn lane_sums(n: usize, f: impl Fn(usize) -> [f64; 2]) -> [f64; 2] {
+    let mut acc = [[0f64; 8]; 2];
+    let whole = n / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        for l in 0..8 {
+            let v = f(i + l);
+            acc[0][l] += v[0];
+            acc[1][l] += v[1];
+        }
+    }
+    let mut out = acc.map(|a| a.iter().sum::<f64>());
+    for i in whole..n {
+        let v = f(i);
+        out[0] += v[0];
+        out[1] += v[1];
+    }
+    out
+}
+
 /// Per-channel mean and biased variance (two passes per channel, `f64` sums).
 pub fn batch_norm_stats<T: Float>(x: &[T], g: &BatchNormGeom, mean: &mut [T], var: &mut [T]) {
     assert_eq!(x.len(), g.len(), "batch_norm: input length");
@@ -34,11 +58,17 @@ pub fn batch_norm_stats<T: Float>(x: &[T], g: &BatchNormGeom, mean: &mut [T], va
         .into_par_iter()
         .map(|k| {
             let sum: f64 = runs(g, k)
-                .map(|r| x[r].iter().map(|v| v.to_f64()).sum::<f64>())
+                .map(|r| {
+                    let x = &x[r];
+                    lane_sums(x.len(), |i| [x[i].to_f64(), 0.0])[0]
+                })
                 .sum();
             let mu = sum / count;
             let sq: f64 = runs(g, k)
-                .map(|r| x[r].iter().map(|v| (v.to_f64() - mu).powi(2)).sum::<f64>())
+                .map(|r| {
+                    let x = &x[r];
+                    lane_sums(x.len(), |i| [(x[i].to_f64() - mu).powi(2), 0.0])[0]
+                })
                 .sum();
             (mu, sq / count)
         })
@@ -232,11 +262,12 @@ fn backward<T: Float>(
                     for ((o, &d), &v) in block.iter_mut().zip(dyb).zip(xb) {
                         *o = dz(d, (v - fmu) * fa + fb);
                     }
-                    for (&d, &v) in block.iter().zip(xb) {
-                        let d = d.to_f64();
-                        s_dy += d;
-                        s_dyx += d * (v.to_f64() - mu);
-                    }
+                    let [a, b] = lane_sums(block.len(), |i| {
+                        let d = block[i].to_f64();
+                        [d, d * (xb[i].to_f64() - mu)]
+                    });
+                    s_dy += a;
+                    s_dyx += b;
                 }
             }
             let s_dy_xhat = s_dyx * inv_std;
