@@ -31,10 +31,11 @@ fn lane_sums(n: usize, f: impl Fn(usize) -> [f64; 2]) -> [f64; 2] {
     let mut acc = [[0f64; 8]; 2];
     let whole = n / 8 * 8;
     for i in (0..whole).step_by(8) {
-        for l in 0..8 {
+        let [a, b] = &mut acc;
+        for (l, (a, b)) in a.iter_mut().zip(b).enumerate() {
             let v = f(i + l);
-            acc[0][l] += v[0];
-            acc[1][l] += v[1];
+            *a += v[0];
+            *b += v[1];
         }
     }
     let mut out = acc.map(|a| a.iter().sum::<f64>());
