@@ -9,8 +9,10 @@
 //!
 //! Each chunk runs the reference's element formula over its elements (the update of one
 //! element depends on that element only), so the result equals the reference bit for bit.
+//! The chunk loop ([`adam_chunk`]) makes the reference's per-call choices once, outside the
+//! loop, so that it vectorises.
 
-use super::{reference, AdamStep};
+use super::AdamStep;
 use crate::Float;
 use rayon::prelude::*;
 
@@ -46,12 +48,82 @@ pub fn adam_step_fused<T: Float>(segments: Vec<AdamSegment<'_, T>>) {
     }
     tasks
         .into_par_iter()
-        .for_each(|(p, g, m, v, h)| reference::adam_step(p, g, m, v, &h));
+        .for_each(|(p, g, m, v, h)| adam_chunk(p, g, m, v, &h));
+}
+
+/// [`super::reference::adam_step`] over one chunk. Its branches on the step's constants (weight
+/// decay or not, which form of `lerp`) are taken once, each combination a loop of its own,
+/// and the slices are cut to one length: the loop then has no branch and no bounds check
+/// and vectorises (square root and division round the same in vector form). The reference's
+/// loop, scalar, was 2.3% of a DCGAN training step.
+fn adam_chunk<T: Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: &AdamStep) {
+    let n = p.len();
+    assert!(
+        g.len() == n && m.len() == n && v.len() == n,
+        "adam_step: lengths"
+    );
+    let c = AdamConsts {
+        wd: T::from_f64(h.weight_decay),
+        w: T::from_f64(1.0 - h.beta1),
+        b2: T::from_f64(h.beta2),
+        one_minus_b2: T::from_f64(1.0 - h.beta2),
+        bc2_sqrt: T::from_f64(h.bias_correction2_sqrt()),
+        eps: T::from_f64(h.eps),
+        neg_step: T::from_f64(-h.step_size()),
+    };
+    // The reference's lerp: `a + w·(b − a)` for |w| < ½, else `b − (b − a)·(1 − w)`.
+    let near = c.w.abs() < T::from_f64(0.5);
+    match (h.weight_decay != 0.0, near) {
+        (false, true) => adam_loop::<T, false, true>(p, g, m, v, &c),
+        (false, false) => adam_loop::<T, false, false>(p, g, m, v, &c),
+        (true, true) => adam_loop::<T, true, true>(p, g, m, v, &c),
+        (true, false) => adam_loop::<T, true, false>(p, g, m, v, &c),
+    }
+}
+
+/// The step's constants, as the reference converts them.
+struct AdamConsts<T> {
+    wd: T,
+    w: T,
+    b2: T,
+    one_minus_b2: T,
+    bc2_sqrt: T,
+    eps: T,
+    neg_step: T,
+}
+
+/// One branch-free Adam loop: `WD` adds weight decay, `NEAR` picks `lerp`'s first form.
+#[inline(always)]
+fn adam_loop<T: Float, const WD: bool, const NEAR: bool>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    c: &AdamConsts<T>,
+) {
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let mut gi = g[i];
+        if WD {
+            gi += c.wd * p[i];
+        }
+        let (a, w) = (m[i], c.w);
+        m[i] = if NEAR {
+            a + w * (gi - a)
+        } else {
+            gi - (gi - a) * (T::ONE - w)
+        };
+        v[i] = v[i] * c.b2 + c.one_minus_b2 * gi * gi;
+        let denom = v[i].sqrt() / c.bc2_sqrt + c.eps;
+        p[i] += c.neg_step * (m[i] / denom);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::reference;
 
     /// Deterministic awkward values: mixed signs and magnitudes.
     fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -76,9 +148,13 @@ mod tests {
             weight_decay: 1e-2,
             step: 3,
         };
+        // Every combination of the chunk loop's forms: weight decay or not, and β₁ on
+        // either side of lerp's switch (1 − β₁ = 0.5 and 0.1).
         let steps: Vec<AdamStep> = (0..sizes.len())
             .map(|i| AdamStep {
                 step: 1 + i as u64 % 3,
+                weight_decay: if i % 2 == 0 { base.weight_decay } else { 0.0 },
+                beta1: if i % 4 < 2 { base.beta1 } else { 0.9 },
                 ..base
             })
             .collect();
