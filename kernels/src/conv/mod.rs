@@ -147,10 +147,12 @@ pub enum ConvVariant {
     /// [`direct`]: implicit GEMM reading the input where it lies (only the weights packed),
     /// backward-data split by stride phase.
     Direct,
-    /// [`direct`] with its plain-loop micro-kernel, what a CPU without AVX-512 runs.
+    /// [`direct`] with its plain-loop micro-kernel (what `Direct` runs on a CPU without
+    /// AVX-512).
     DirectPortable,
     /// The default: per pass, [`direct`] where [`direct::suits`] says its 64-channel tiles
-    /// are filled and its reduction is deep enough, else [`cpu`] (the packed implicit GEMM).
+    /// are filled and its reduction is deep enough (and the CPU has AVX-512), else [`cpu`]
+    /// (the packed implicit GEMM).
     Auto,
 }
 
