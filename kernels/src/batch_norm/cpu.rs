@@ -350,7 +350,8 @@ mod tests {
             let (mut m1, mut v1, mut m2, mut v2) = (vec![0f32; c], vec![0f32; c], vec![0f32; c], vec![0f32; c]);
             batch_norm_stats(&x, &g, &mut m1, &mut v1);
             reference::batch_norm_stats(&x, &g, &mut m2, &mut v2);
-            // Same f64 sums, grouped per sample run: equal after rounding to f32 but for ties.
+            // Same f64 sums, grouped per sample run and in eight lanes: equal after rounding
+            // to f32 but for ties.
             close(&m1, &m2, "mean")?;
             close(&v1, &v2, "var")?;
 

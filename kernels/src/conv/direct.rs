@@ -17,7 +17,8 @@
 //! each and DCGAN D2's pass ran 2x slower). Only the weights are packed: panels of 64 output
 //! channels, `k`-major (`panel[k][0..64]`), in one pass over the weights per call (every
 //! stride phase of backward-data at once), through 16×16 register transposes. The copy
-//! costs one pass over the input, where the packed GEMM writes and reads `kh·kw / (sh·sw)`
+//! costs about one pass over the input (rows two parallel units share are copied by both,
+//! at most half again as many), where the packed GEMM writes and reads `kh·kw / (sh·sw)`
 //! times the input's size.
 //!
 //! The micro-kernel ([`MicroTile`]) holds a 6-pixel × 64-channel tile of `Y` in 24 AVX-512
@@ -458,8 +459,8 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Runs the job over every grid row, blocks of about [`PIX_BLOCK`] pixels (whole rows)
-    /// in parallel.
+    /// Runs the job over every grid row: blocks of about [`PIX_BLOCK`] pixels (whole rows),
+    /// grouped into units of a few blocks that run in parallel.
     ///
     /// # Safety
     /// For every part, pixel `(n, r, c)` of the grid and tap `k`, the window origin plus
@@ -502,7 +503,9 @@ impl Job<'_> {
         let own = (per_block * (s[1] / rowlen.max(1)).max(1)).max(1);
         let halo = (a1 - a0).saturating_sub(own);
         let fit = (SRC_BUDGET / rowlen.max(1) / (a1 - a0).max(1)).max(1);
-        let per_unit = per_block * (2 * halo).div_ceil(own).clamp(1, fit);
+        // (And at least 4 units per thread where there are enough blocks: a small batch.)
+        let spread = (total / (per_block * 4 * rayon::current_num_threads())).max(1);
+        let per_unit = per_block * (2 * halo).div_ceil(own).clamp(1, fit.min(spread));
         (0..total.div_ceil(per_unit))
             .into_par_iter()
             .for_each(|unit| {
@@ -516,7 +519,9 @@ impl Job<'_> {
                     let src = &sb[..];
                     for g0 in (ua..ub).step_by(per_block) {
                         let nr = per_block.min(ub - g0);
-                        // SAFETY: origins of the unit's pixels lie in its rows.
+                        // SAFETY: every window origin of the unit's pixels plus every tap
+                        // offset lies in rows lo..hi (`span`), which `src` holds from
+                        // offset lo·rowlen.
                         unsafe { self.block(g0, nr, src, lo * rowlen, dst, tile, isa) };
                     }
                 });
@@ -557,6 +562,7 @@ impl Job<'_> {
                 if np == 0 {
                     continue;
                 }
+                let reach = *part.koff.iter().max().unwrap_or(&0) as usize;
                 let tiles = tiles_of(part);
                 // Window origins; the last tile's spare slots repeat the last pixel.
                 origins.clear();
@@ -570,7 +576,7 @@ impl Job<'_> {
                         at.push((to, (row0 + t) as u32));
                     }
                     let o = part.src_at + n * s[0] + r * s[1] + col * s[2] - at0;
-                    debug_assert!(o + (*part.koff.iter().max().unwrap_or(&0) as usize) < src.len());
+                    debug_assert!(o + reach < src.len());
                     // SAFETY: a window origin lies inside `src` (the contract).
                     origins.push(unsafe { src.as_ptr().add(o) });
                 }
@@ -709,6 +715,11 @@ impl Src<'_> {
     /// Rows `lo..` into `out` (whole rows, as many as it holds).
     fn rows_into(&self, lo: usize, out: &mut [f32], isa: PackIsa) {
         let ([h, w], [hp, _], [top, left], c) = (self.hw, self.padded, self.top_left, self.c);
+        // The transposes below read image `img` of `x`: it must exist.
+        assert!(
+            lo + out.len() / self.row_len() <= self.rows(),
+            "direct conv: source rows past the input"
+        );
         for (i, dst) in out.chunks_exact_mut(self.row_len()).enumerate() {
             let (img, r) = ((lo + i) / hp, (lo + i) % hp);
             if r < top || r >= top + h {
@@ -718,8 +729,9 @@ impl Src<'_> {
             dst[..left * c].fill(0.0);
             dst[(left + w) * c..].fill(0.0);
             let from = &self.x[img * c * h * w + (r - top) * w..];
-            // SAFETY: reads `c` channel rows of `w` floats (stride h·w) of image img, writes
-            // `w` pixels of `c` channels inside this row of `out`.
+            // SAFETY: reads `c` channel rows of `w` floats (stride h·w) of image img, which
+            // exists (asserted above), and writes `w` pixels of `c` channels inside this row
+            // of `out`.
             unsafe {
                 transpose(
                     isa,
@@ -757,9 +769,10 @@ fn padded(
     out
 }
 
-/// A buffer from a small process-wide pool: the padded copies are tens of MiB, and a fresh
-/// allocation per call costs its page faults every time (measured: 6% of the SRResNet
-/// layer's forward pass).
+/// A buffer from a small process-wide pool: the packed weights and backward-weight's copies
+/// are up to tens of MiB, and a fresh allocation per call costs its page faults every time
+/// (measured, when the forward's padded input was one: 6% of the SRResNet layer's forward
+/// pass).
 struct Scratch(Vec<f32>);
 
 static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
@@ -787,7 +800,8 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let v = std::mem::take(&mut self.0);
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        // A few buffers at most: one per padded operand in flight.
+        // A few buffers at most: those of one call (backward-data holds one per stride
+        // phase, so strides above 2 × 2 allocate some afresh).
         if pool.len() < 4 {
             pool.push(v);
         }
@@ -852,9 +866,15 @@ fn pack_panels(
             let (pg, b) = (unit / blocks, unit % blocks);
             let (panel, grp) = (pg / groups, pg % groups);
             let ch0 = panel * OC_TILE + grp * 16;
+            let chs = channels.saturating_sub(ch0).min(16);
             let unit = PackUnit {
-                src: w[(b * channels + ch0.min(channels)) * stride..].as_ptr(),
-                chs: channels.saturating_sub(ch0).min(16),
+                // A group wholly past `channels` reads nothing (its rows are zeros).
+                src: if chs > 0 {
+                    w[(b * channels + ch0) * stride..].as_ptr()
+                } else {
+                    w.as_ptr()
+                },
+                chs,
                 stride,
                 dest: &dest[b * stride..(b + 1) * stride],
                 to: &to,
@@ -870,7 +890,7 @@ fn pack_panels(
 
 /// One 16-channel group of one block, for [`pack_panels`].
 struct PackUnit<'a, F> {
-    /// Channel `ch0` of the block: rows of `stride` positions.
+    /// Channel `ch0` of the block: rows of `stride` positions (when `chs > 0`; else unread).
     src: *const f32,
     /// Channels present (0 to 16); the rest of the 16 are written as zeros.
     chs: usize,
@@ -894,10 +914,11 @@ unsafe fn pack_unit_with<L: Lanes, F: Fn(usize) -> usize>(u: &PackUnit<F>) {
         if dest.iter().all(|d| d.0 == u32::MAX) {
             continue;
         }
-        // SAFETY: reads `chs` rows of `cols` positions; buf holds 16 × 16.
+        // SAFETY: reads `chs` rows of `cols` positions (none, and no pointer past `src`,
+        // when `chs` is 0); buf holds 16 × 16.
         unsafe {
             L::transpose(
-                u.src.add(s0),
+                if u.chs > 0 { u.src.add(s0) } else { u.src },
                 u.stride,
                 u.chs,
                 cols,

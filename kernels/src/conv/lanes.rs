@@ -38,9 +38,10 @@ impl PackIsa {
 ///
 /// # Safety (for every method)
 /// Every element named by the arguments must be inside a live allocation: `src[e·s]` /
-/// `dst[e·s]` for `e < n` and the `avail` floats, and for `transpose` the `rows × cols`
-/// block read and the `cols × width` block written; no other thread may write the `avail`
-/// floats during the call.
+/// `dst[e·s]` for `e < n` and the `avail` floats, for `transpose` the `rows × cols`
+/// block read and the `cols × width` block written, and for `transpose_rows` the first
+/// `cols` floats at each of the first `rows` addresses and the block written; no other
+/// thread may write the `avail` floats during the call.
 pub(crate) trait Lanes: Copy {
     /// `dst[e] = src[e·s]` for `e` in `0..n`; `src[..avail]` may be read.
     unsafe fn copy(dst: *mut f32, src: *const f32, n: usize, s: usize, avail: usize);
@@ -341,8 +342,8 @@ mod x86 {
         }
     }
 
-    /// The transpose of 16 rows held in registers: `dst[c·ld + r] = rows[r][c]` for
-    /// `c < cols`, `r < width`.
+    /// The transpose of 16 rows held in registers: `dst[c·ld + r] = r[r][c]` (lane `c` of
+    /// register `r`; rows that were not loaded are zero) for `c < cols`, `r < width`.
     ///
     /// # Safety
     /// `dst` is writable at those positions; the CPU supports AVX-512F.
@@ -532,8 +533,8 @@ mod tests {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// `transpose`, or `transpose_rows` over the addresses `at` when given.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run_transpose(
         isa: PackIsa,
         at: Option<[*const f32; 16]>,

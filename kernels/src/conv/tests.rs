@@ -288,12 +288,13 @@ mod fast {
 
     #[test]
     fn direct_units_span_images() {
-        // Output rows of 70 pixels: one row per block, four blocks per parallel unit (the
-        // rows two units share are at most half of each), so units start mid-image and
-        // cross from one image into the next; stride 1 and 2, the column phases of one
-        // row phase as one job.
-        for (k, s) in [(3, 1), (4, 2)] {
-            let g = geom(3, 9, [70 * s, 70 * s], 40, [k, k], s, 1, 1).unwrap();
+        // Output rows of 70 or 71 pixels: one row per block, and parallel units of 4
+        // blocks (3x3, stride 1) or 2 (4x4, stride 2; backward-data's row phases too), the
+        // rows two units share being at most half of each; 70 and 71 rows per image are
+        // not multiples of those, so units start mid-image and cross from one image into
+        // the next. Stride 2 runs the column phases of one row phase as one job.
+        for (k, s, hw) in [(3, 1, 70), (4, 2, 71 * 2)] {
+            let g = geom(3, 9, [hw, hw], 40, [k, k], s, 1, 1).unwrap();
             check_all(&g, 3).unwrap();
         }
     }

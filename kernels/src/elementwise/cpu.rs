@@ -1,7 +1,10 @@
 //! Fast elementwise kernels: the reference loops, split over threads in chunks.
 //!
-//! Each chunk runs the reference's own per-element formulas, so results are identical to the
-//! reference bit for bit; the gain is that all cores work, and that the common same-shape and
+//! Each chunk runs the reference's per-element formulas (`UnaryOp::apply` and `derivative`,
+//! written out per op for the simple unary ops so that they vectorise: keep those copies in
+//! step with the originals), so results are identical to the reference bit for bit, which
+//! the tests check on values that include NaN and ±0; the gain is that all cores work, and
+//! that the common same-shape and
 //! scalar cases of a binary op skip the reference's general strided walk (which builds an
 //! offset per element). Chunks are large enough (16 Ki elements) that rayon's scheduling is
 //! noise, and small enough to spread a 64x64 feature map batch over every core.
@@ -152,23 +155,52 @@ mod tests {
             .collect()
     }
 
+    /// `values` with NaN, +0 and −0 sprinkled in (the kinks and the NaN pass-through).
+    fn awkward(n: usize, seed: u64) -> Vec<f32> {
+        let mut v = values(n, seed);
+        for (i, x) in v.iter_mut().enumerate() {
+            match (i as u64 ^ seed) % 13 {
+                0 => *x = f32::NAN,
+                1 => *x = 0.0,
+                2 => *x = -0.0,
+                _ => {}
+            }
+        }
+        v
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         #[test]
         fn equal_to_the_reference_bit_for_bit(n in 1usize..40_000, seed in any::<u64>(), which in 0usize..4) {
-            let x = values(n, seed);
-            let y = values(n, seed ^ 7);
-            let ops = [UnaryOp::Tanh, UnaryOp::Relu, UnaryOp::LeakyRelu(0.2), UnaryOp::Sigmoid];
-            let op = ops[which];
-            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-            unary(op, &x, &mut a);
-            reference::unary(op, &x, &mut b);
-            prop_assert_eq!(&a, &b);
-            unary_backward(op, &x, &a, &y, &mut b);
-            let mut want = vec![0f32; n];
-            reference::unary_backward(op, &x, &a, &y, &mut want);
-            prop_assert_eq!(&b, &want);
+            let x = awkward(n, seed);
+            let y = awkward(n, seed ^ 7);
+            // Every op written out in `unary_chunk` / `unary_backward_chunk`, and one that is
+            // not (exp).
+            let ops = [
+                UnaryOp::Tanh,
+                UnaryOp::Relu,
+                UnaryOp::LeakyRelu(0.2),
+                UnaryOp::Sigmoid,
+                UnaryOp::AddScalar(0.3),
+                UnaryOp::MulScalar(-1.7),
+                UnaryOp::Exp,
+            ];
+            for op in ops {
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                unary(op, &x, &mut a);
+                reference::unary(op, &x, &mut b);
+                prop_assert_eq!(bits(&a), bits(&b), "{:?}", op);
+                unary_backward(op, &x, &a, &y, &mut b);
+                let mut want = vec![0f32; n];
+                reference::unary_backward(op, &x, &a, &y, &mut want);
+                prop_assert_eq!(bits(&b), bits(&want), "{:?} backward", op);
+            }
 
             let bops = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
             let bop = bops[which];
@@ -179,7 +211,7 @@ mod tests {
                 let (mut got, mut want) = (vec![0f32; geom.out_len()], vec![0f32; geom.out_len()]);
                 binary(bop, &l, &r, &geom, &mut got);
                 reference::binary(bop, &l, &r, &geom, &mut want);
-                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(bits(&got), bits(&want));
             }
         }
     }
