@@ -22,27 +22,26 @@ fn runs(g: &BatchNormGeom, k: usize) -> impl Iterator<Item = std::ops::Range<usi
     })
 }
 
-/// `Σ f(i)` over `i < n`, for two sums at once, in eight `f64` lanes each: one running
+/// `Σ f(i)` over `i < n`, for `N` sums at once, in eight `f64` lanes each: one running
 /// sum is a chain of dependent adds, one per 4 cycles or so, where eight lanes vectorise
 /// (measured: batch-norm statistics and gradient sums, so chained, were 4.5% of a DCGAN
 /// training step). The order differs from a running sum's only in `f64` rounding.
 #[inline(always)]
-fn lane_sums(n: usize, f: impl Fn(usize) -> [f64; 2]) -> [f64; 2] {
-    let mut acc = [[0f64; 8]; 2];
+fn lane_sums<const N: usize>(n: usize, f: impl Fn(usize) -> [f64; N]) -> [f64; N] {
+    let mut acc = [[0f64; 8]; N];
     let whole = n / 8 * 8;
     for i in (0..whole).step_by(8) {
-        let [a, b] = &mut acc;
-        for (l, (a, b)) in a.iter_mut().zip(b).enumerate() {
-            let v = f(i + l);
-            *a += v[0];
-            *b += v[1];
+        for l in 0..8 {
+            for (a, v) in acc.iter_mut().zip(f(i + l)) {
+                a[l] += v;
+            }
         }
     }
     let mut out = acc.map(|a| a.iter().sum::<f64>());
     for i in whole..n {
-        let v = f(i);
-        out[0] += v[0];
-        out[1] += v[1];
+        for (o, v) in out.iter_mut().zip(f(i)) {
+            *o += v;
+        }
     }
     out
 }
@@ -61,14 +60,14 @@ pub fn batch_norm_stats<T: Float>(x: &[T], g: &BatchNormGeom, mean: &mut [T], va
             let sum: f64 = runs(g, k)
                 .map(|r| {
                     let x = &x[r];
-                    lane_sums(x.len(), |i| [x[i].to_f64(), 0.0])[0]
+                    lane_sums(x.len(), |i| [x[i].to_f64()])[0]
                 })
                 .sum();
             let mu = sum / count;
             let sq: f64 = runs(g, k)
                 .map(|r| {
                     let x = &x[r];
-                    lane_sums(x.len(), |i| [(x[i].to_f64() - mu).powi(2), 0.0])[0]
+                    lane_sums(x.len(), |i| [(x[i].to_f64() - mu).powi(2)])[0]
                 })
                 .sum();
             (mu, sq / count)

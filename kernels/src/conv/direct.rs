@@ -440,6 +440,13 @@ struct Part {
     dst_at: usize,
 }
 
+impl Part {
+    /// The farthest tap from a window origin.
+    fn reach(&self) -> usize {
+        self.koff.iter().max().map_or(0, |&k| k as usize)
+    }
+}
+
 /// One direct-convolution GEMM per part, `dst[ch][pixel] = Σ_k wpk[ch][k] ·
 /// src[origin(pixel) + koff[k]]`, over a grid of rows `(n, r)` that every part shares. The
 /// forward pass is one job of one part; backward-data is one job per row phase, with a part
@@ -471,16 +478,15 @@ impl Job<'_> {
         let [images, rows] = self.grid;
         let s = self.src_step;
         let rowlen = self.src.row_len();
-        let live = || self.parts.iter().filter(|p| p.cols > 0);
+        // Each part's farthest tap from a window origin, once.
+        let reach: Vec<usize> = self.parts.iter().map(Part::reach).collect();
+        let live = || self.parts.iter().zip(&reach).filter(|(p, _)| p.cols > 0);
         // Rows of the padded source that grid rows ga..gb read (as `Src` numbers them).
         let span = |ga: usize, gb: usize| {
             let (na, ra, nb, rb) = (ga / rows, ga % rows, (gb - 1) / rows, (gb - 1) % rows);
-            let lo = live().map(|p| p.src_at + na * s[0] + ra * s[1]).min();
+            let lo = live().map(|(p, _)| p.src_at + na * s[0] + ra * s[1]).min();
             let hi = live()
-                .map(|p| {
-                    let reach = *p.koff.iter().max().unwrap_or(&0) as usize;
-                    p.src_at + nb * s[0] + rb * s[1] + (p.cols - 1) * s[2] + reach
-                })
+                .map(|(p, reach)| p.src_at + nb * s[0] + rb * s[1] + (p.cols - 1) * s[2] + reach)
                 .max();
             (lo.unwrap_or(0) / rowlen, hi.map_or(0, |h| h / rowlen + 1))
         };
@@ -562,7 +568,6 @@ impl Job<'_> {
                 if np == 0 {
                     continue;
                 }
-                let reach = *part.koff.iter().max().unwrap_or(&0) as usize;
                 let tiles = tiles_of(part);
                 // Window origins; the last tile's spare slots repeat the last pixel.
                 origins.clear();
@@ -576,7 +581,7 @@ impl Job<'_> {
                         at.push((to, (row0 + t) as u32));
                     }
                     let o = part.src_at + n * s[0] + r * s[1] + col * s[2] - at0;
-                    debug_assert!(o + reach < src.len());
+                    debug_assert!(o + part.reach() < src.len());
                     // SAFETY: a window origin lies inside `src` (the contract).
                     origins.push(unsafe { src.as_ptr().add(o) });
                 }
