@@ -304,6 +304,38 @@ fn cases(rng: &mut Rng) -> Result<Vec<Case>> {
             Box::new(move |t| t[0].conv_transpose2d(&t[1], None, params)),
         );
     }
+    // Bias and activation fused into the conv epilogues (forward and backward).
+    let params = Conv2dParams::new(2, 1);
+    case(
+        "conv2d + bias + leaky_relu (fused)",
+        vec![
+            randn(&[2, 3, 13, 11], 1.0)?,
+            randn(&[5, 3, 4, 4], 0.3)?,
+            randn(&[5], 0.5)?,
+        ],
+        vec![true; 3],
+        Box::new(move |t| {
+            t[0].conv2d_act(
+                &t[1],
+                Some(&t[2]),
+                params,
+                Some(crate::UnaryOp::LeakyRelu(0.2)),
+            )
+        }),
+    );
+    let params = ConvTranspose2dParams::new(2, 1);
+    case(
+        "conv_transpose2d + bias + tanh (fused)",
+        vec![
+            randn(&[2, 5, 4, 3], 1.0)?,
+            randn(&[5, 3, 4, 4], 0.3)?,
+            randn(&[3], 0.5)?,
+        ],
+        vec![true; 3],
+        Box::new(move |t| {
+            t[0].conv_transpose2d_act(&t[1], Some(&t[2]), params, Some(crate::UnaryOp::Tanh))
+        }),
+    );
 
     // Batch norm, plain and fused with the activation; eval with running statistics.
     let bx = randn(&[3, 5, 7, 6], 2.0)?.add_scalar(0.5)?;

@@ -6,7 +6,7 @@
 use crate::storage::{CpuElem, CpuStorage};
 use crate::{DType, Error, Result};
 use gantry_kernels::batch_norm::BatchNormGeom;
-use gantry_kernels::conv::Conv2dGeom;
+use gantry_kernels::conv::{Conv2dGeom, Epilogue};
 use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom, UnaryOp};
 use gantry_kernels::gemm::GemmGeom;
 use gantry_kernels::optim::{AdamStep, SgdStep};
@@ -203,20 +203,23 @@ pub fn matmul(a: &CpuStorage, b: &CpuStorage, geom: &GemmGeom) -> Result<CpuStor
     })
 }
 
+/// `act(conv(x, w) + bias)`: the fast f32 kernels apply the activation to each tile as they
+/// store it; for f64 (the gradient checks) the reference conv, then the activation.
 pub fn conv2d(
     x: &CpuStorage,
     w: &CpuStorage,
     bias: Option<&CpuStorage>,
+    act: Option<UnaryOp>,
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
     if let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) {
         let bias = bias.map(|b| view::<f32>("conv2d", b)).transpose()?;
         let p = crate::precision();
         let mut y = zeros::<f32>(geom.output_len_total());
-        gantry_kernels::conv::ConvVariant::Auto.forward(
+        gantry_kernels::conv::ConvVariant::Auto.forward_fused(
             &p.round_slice(x),
             &p.round_slice(w),
-            bias,
+            Epilogue { bias, act },
             &mut y,
             geom,
         );
@@ -227,6 +230,51 @@ pub fn conv2d(
         let bias = bias.map(|b| view::<T>("conv2d", b)).transpose()?;
         let mut y = zeros::<T>(geom.output_len_total());
         k::conv2d_forward(x, w, bias, &mut y, geom);
+        if let Some(op) = act {
+            y.iter_mut().for_each(|v| *v = op.apply(*v));
+        }
+        Ok(T::wrap(y))
+    })
+}
+
+/// A transposed convolution's forward, `act(backward_data(x, w) + bias)`, with the bias and
+/// activation fused into the fast f32 kernels' stores; for f64 the reference backward-data,
+/// then the bias and the activation.
+pub fn conv_transpose2d(
+    x: &CpuStorage,
+    w: &CpuStorage,
+    bias: Option<&CpuStorage>,
+    act: Option<UnaryOp>,
+    geom: &Conv2dGeom,
+) -> Result<CpuStorage> {
+    let op = "conv_transpose2d";
+    if let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) {
+        let bias = bias.map(|b| view::<f32>(op, b)).transpose()?;
+        let p = crate::precision();
+        let mut y = zeros::<f32>(geom.input_len());
+        gantry_kernels::conv::ConvVariant::Auto.backward_data_fused(
+            &p.round_slice(x),
+            &p.round_slice(w),
+            Epilogue { bias, act },
+            &mut y,
+            geom,
+        );
+        return Ok(CpuStorage::F32(y));
+    }
+    with_float!(op, x.dtype(), T => {
+        let (x, w) = (view::<T>(op, x)?, view::<T>(op, w)?);
+        let bias = bias.map(|b| view::<T>(op, b)).transpose()?;
+        let mut y = zeros::<T>(geom.input_len());
+        k::conv2d_backward_data(x, w, &mut y, geom);
+        let plane = geom.h * geom.w;
+        for (i, v) in y.iter_mut().enumerate() {
+            if let Some(b) = bias {
+                *v += b[i / plane % geom.c_in];
+            }
+            if let Some(op) = act {
+                *v = op.apply(*v);
+            }
+        }
         Ok(T::wrap(y))
     })
 }

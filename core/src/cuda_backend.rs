@@ -380,10 +380,12 @@ pub fn matmul(a: &CudaStorage, b: &CudaStorage, geom: &GemmGeom) -> Result<CudaS
     )
 }
 
+/// `act(conv(x, w) + bias)`, bias and activation in the rung's epilogue.
 pub fn conv2d(
     x: &CudaStorage,
     w: &CudaStorage,
     bias: Option<&CudaStorage>,
+    act: Option<UnaryOp>,
     geom: &Conv2dGeom,
 ) -> Result<CudaStorage> {
     let op = "conv2d";
@@ -392,11 +394,36 @@ pub fn conv2d(
         same_gpu(op, &[x, b])?;
     }
     let bias = bias.map(|b| b.f(op)).transpose()?;
+    let (x, w) = (x.f(op)?, w.f(op)?);
     wrap(
         g,
         op,
-        crate::precision::cuda_conv().forward(g, x.f(op)?, w.f(op)?, bias, geom),
+        crate::precision::cuda_conv().forward_fused(g, x, w, bias, act, geom),
         geom.output_len_total(),
+    )
+}
+
+/// A transposed convolution's forward, `act(backward_data(x, w) + bias)`, bias and
+/// activation in the rung's epilogue.
+pub fn conv_transpose2d(
+    x: &CudaStorage,
+    w: &CudaStorage,
+    bias: Option<&CudaStorage>,
+    act: Option<UnaryOp>,
+    geom: &Conv2dGeom,
+) -> Result<CudaStorage> {
+    let op = "conv_transpose2d";
+    let g = same_gpu(op, &[x, w])?;
+    if let Some(b) = bias {
+        same_gpu(op, &[x, b])?;
+    }
+    let bias = bias.map(|b| b.f(op)).transpose()?;
+    let (x, w) = (x.f(op)?, w.f(op)?);
+    wrap(
+        g,
+        op,
+        crate::precision::cuda_conv().backward_data_fused(g, x, w, bias, act, geom),
+        geom.input_len(),
     )
 }
 

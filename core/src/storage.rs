@@ -288,15 +288,32 @@ impl Storage {
         on_device!("matmul", lhs, rhs => cpu::matmul(lhs, rhs, geom).map(Storage::Cpu); cuda::matmul(lhs, rhs, geom).map(Storage::Cuda))
     }
 
+    /// `act(conv(x, w) + bias)`, the activation (if any) fused into the kernel's store.
     pub fn conv2d(
         &self,
         w: &Storage,
         bias: Option<&Storage>,
+        act: Option<UnaryOp>,
         geom: &Conv2dGeom,
     ) -> Result<Storage> {
         let x = self;
-        on_device!("conv2d", x, w => cpu::conv2d(x, w, opt_cpu("conv2d", bias)?, geom).map(Storage::Cpu);
-            cuda::conv2d(x, w, opt_cuda("conv2d", bias)?, geom).map(Storage::Cuda))
+        on_device!("conv2d", x, w => cpu::conv2d(x, w, opt_cpu("conv2d", bias)?, act, geom).map(Storage::Cpu);
+            cuda::conv2d(x, w, opt_cuda("conv2d", bias)?, act, geom).map(Storage::Cuda))
+    }
+
+    /// A transposed convolution's forward: `act(backward_data(x, w) + bias)` over the
+    /// `c_in` channels of `geom` (the convolution it is the adjoint of), bias and activation
+    /// fused into the kernel's store.
+    pub fn conv_transpose2d(
+        &self,
+        w: &Storage,
+        bias: Option<&Storage>,
+        act: Option<UnaryOp>,
+        geom: &Conv2dGeom,
+    ) -> Result<Storage> {
+        let (x, op) = (self, "conv_transpose2d");
+        on_device!(op, x, w => cpu::conv_transpose2d(x, w, opt_cpu(op, bias)?, act, geom).map(Storage::Cpu);
+            cuda::conv_transpose2d(x, w, opt_cuda(op, bias)?, act, geom).map(Storage::Cuda))
     }
 
     pub fn conv2d_backward_data(&self, w: &Storage, geom: &Conv2dGeom) -> Result<Storage> {

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use gantry_core::loss::{self, Reduction};
-use gantry_core::{Conv2dParams, ConvTranspose2dParams, DType, Device, Rng, Tensor};
+use gantry_core::{Conv2dParams, ConvTranspose2dParams, DType, Device, Rng, Tensor, UnaryOp};
 
 fn t(shape: &[usize]) -> Tensor {
     Tensor::zeros(shape.to_vec(), DType::F32, CPU).unwrap()
@@ -51,6 +51,30 @@ fn conv_shape_errors() {
         ConvTranspose2dParams::new(2, 1).with_output_padding(2),
     ));
     assert!(e.contains("output_padding"), "{e}");
+}
+
+#[test]
+fn a_fused_activation_that_needs_its_input_is_refused() {
+    let (x, w) = (t(&[1, 3, 8, 8]), t(&[4, 3, 3, 3]));
+    let e = err(x.conv2d_act(&w, None, Conv2dParams::default(), Some(UnaryOp::Exp)));
+    assert!(
+        e.starts_with("conv2d_act: Exp cannot be fused") && e.contains("tanh"),
+        "{e}"
+    );
+    let p = ConvTranspose2dParams::new(2, 1);
+    let e = err(x.conv_transpose2d_act(&t(&[3, 2, 4, 4]), None, p, Some(UnaryOp::LeakyRelu(-0.5))));
+    assert!(
+        e.starts_with("conv_transpose2d_act: LeakyRelu(-0.5) cannot be fused"),
+        "{e}"
+    );
+    // The shape is still checked first, and named.
+    let e = err(x.conv2d_act(
+        &t(&[4, 2, 3, 3]),
+        None,
+        Conv2dParams::default(),
+        Some(UnaryOp::Relu),
+    ));
+    assert!(e.starts_with("conv2d_act: input has 3 channels"), "{e}");
 }
 
 #[test]

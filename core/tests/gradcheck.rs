@@ -273,6 +273,38 @@ proptest! {
         }
     }
 
+    /// Conv and transposed conv with a fused activation (smooth ones, so the finite
+    /// difference sees no kink; relu and leaky relu are checked against the separate ops
+    /// bit for bit in nn's tests): the backward takes the gradient through the activation
+    /// from the output alone.
+    #[test]
+    fn conv_act(case in conv_case(), transpose in any::<bool>(), tanh in any::<bool>(), seed in any::<u64>()) {
+        let c = case;
+        let act = Some(if tanh { UnaryOp::Tanh } else { UnaryOp::Sigmoid });
+        let mut rng = Rng::new(seed);
+        let x = randn(&[c.n, c.c_in, c.hw[0], c.hw[1]], &mut rng);
+        let b = randn(&[c.c_out], &mut rng);
+        if transpose {
+            let p = ConvTranspose2dParams { stride: c.stride, padding: c.pad, output_padding: [0, 0], dilation: c.dil };
+            prop_assume!((0..2).all(|a| (c.hw[a] - 1) * c.stride[a] + c.dil[a] * (c.k[a] - 1) + 1 > 2 * c.pad[a]));
+            let w = randn(&[c.c_in, c.c_out, c.k[0], c.k[1]], &mut rng);
+            if c.bias {
+                check!([(x, true), (w, true), (b, true)], move |t| t[0].conv_transpose2d_act(&t[1], Some(&t[2]), p, act));
+            } else {
+                check!([(x, true), (w, true)], move |t| t[0].conv_transpose2d_act(&t[1], None, p, act));
+            }
+        } else {
+            let p = Conv2dParams { stride: c.stride, padding: c.pad, dilation: c.dil };
+            prop_assume!((0..2).all(|a| c.hw[a] + 2 * c.pad[a] > c.dil[a] * (c.k[a] - 1)));
+            let w = randn(&[c.c_out, c.c_in, c.k[0], c.k[1]], &mut rng);
+            if c.bias {
+                check!([(x, true), (w, true), (b, true)], move |t| t[0].conv2d_act(&t[1], Some(&t[2]), p, act));
+            } else {
+                check!([(x, true), (w, true)], move |t| t[0].conv2d_act(&t[1], None, p, act));
+            }
+        }
+    }
+
     #[test]
     fn batch_norm_train(n in 1usize..4, c in 1usize..4, inner in prop::collection::vec(1usize..4, 0..3), affine in any::<bool>(), seed in any::<u64>()) {
         let mut dims = vec![n, c];

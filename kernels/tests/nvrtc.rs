@@ -158,4 +158,8 @@ fn structs_passed_by_value_have_the_sizes_the_sources_assert() {
         std::mem::size_of::<gantry_kernels::conv::cuda::TcGeom>(),
         104
     );
+    assert_eq!(
+        std::mem::size_of::<gantry_kernels::conv::cuda::EpilogueArgs>(),
+        16
+    );
 }

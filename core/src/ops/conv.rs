@@ -4,7 +4,7 @@ use super::{check_float, check_same};
 use crate::storage::Storage;
 use crate::{BackwardCtx, Error, Result, Tensor};
 use gantry_kernels::conv::Conv2dGeom;
-use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom};
+use gantry_kernels::elementwise::UnaryOp;
 
 /// Parameters of [`Tensor::conv2d`], as `[height, width]` pairs. Default: stride 1, no
 /// padding, no dilation.
@@ -147,16 +147,43 @@ fn check_conv_args(
     Ok(())
 }
 
+/// Refuses an activation the fused ops cannot differentiate from their output alone.
+fn check_fusable(op: &'static str, act: Option<UnaryOp>) -> Result<()> {
+    match act {
+        Some(a) if !a.derivative_from_output() => Err(Error::invalid(
+            op,
+            format!(
+                "{a:?} cannot be fused: its gradient needs the pre-activation (fusable: relu, \
+                 leaky_relu with a slope >= 0, tanh, sigmoid)"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The gradients `[dx, dw, dbias]` of a conv-like op whose inputs are `[x, w, bias?]`, given
 /// the storage computations for `dx` (from the output gradient and the weight) and `dw` (from
-/// the input and the output gradient). The bias gradient is the output gradient summed over
-/// everything but channels.
+/// the input and the output gradient). With a fused activation `act`, the output gradient is
+/// first taken back through it, from the output alone (`act'` as a function of `y`, exactly
+/// what the separate activation's backward computes). The bias gradient is that gradient
+/// summed over everything but channels.
 fn conv_like_grads(
     ctx: &BackwardCtx,
+    act: Option<UnaryOp>,
     dx: impl FnOnce(&Storage, &Storage) -> Result<Storage>,
     dw: impl FnOnce(&Storage, &Storage) -> Result<Storage>,
 ) -> Result<Vec<Option<Tensor>>> {
-    let (x, w, g) = (&ctx.inputs[0], &ctx.inputs[1], ctx.grad);
+    let (x, w) = (&ctx.inputs[0], &ctx.inputs[1]);
+    let pre;
+    let g = match act {
+        None => ctx.grad,
+        Some(op) => {
+            let y = ctx.output.storage();
+            let g = y.unary_backward(&y, &ctx.grad.storage(), op)?;
+            pre = Tensor::from_storage(g, ctx.grad.shape().clone());
+            &pre
+        }
+    };
     let dx = match ctx.needs(0) {
         true => Some(Tensor::from_storage(
             dx(&g.storage(), &w.storage())?,
@@ -175,12 +202,6 @@ fn conv_like_grads(
     Ok(vec![dx, dw, db])
 }
 
-/// Adds `bias[c]` to every element of channel `c` of an NCHW buffer.
-fn add_channel_bias(y: Storage, dims: [usize; 4], bias: &Tensor) -> Result<Storage> {
-    let geom = BroadcastGeom::new(&dims, &[1, dims[1], 1, 1]).expect("bias shape broadcasts");
-    y.binary(&bias.storage(), &geom, BinaryOp::Add)
-}
-
 impl Tensor {
     /// 2-D convolution (cross-correlation, as PyTorch's `conv2d`): input `[n, c_in, h, w]`,
     /// weight `[c_out, c_in, kh, kw]`, optional bias `[c_out]` → `[n, c_out, h_out, w_out]`.
@@ -190,8 +211,29 @@ impl Tensor {
         bias: Option<&Tensor>,
         p: Conv2dParams,
     ) -> Result<Tensor> {
-        let op = "conv2d";
+        self.conv2d_act(weight, bias, p, None)
+    }
+
+    /// [`Tensor::conv2d`] followed by the activation `act`, as one op: the kernels apply it
+    /// to each output value as they store it, and the backward takes the gradient through it
+    /// from the output, so no pre-activation is kept. `act` must be one whose derivative the
+    /// output determines ([`UnaryOp::derivative_from_output`]: relu, leaky relu with a slope
+    /// ≥ 0, tanh, sigmoid). The result, and its gradients, are bit for bit those of
+    /// `conv2d` then `unary(act)`.
+    pub fn conv2d_act(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        act: Option<UnaryOp>,
+    ) -> Result<Tensor> {
+        let op = if act.is_some() {
+            "conv2d_act"
+        } else {
+            "conv2d"
+        };
         check_conv_args(op, self, weight, bias, p.stride, p.dilation, 1)?;
+        check_fusable(op, act)?;
         let (x, w) = (self.dims(), weight.dims());
         let geom = Conv2dGeom {
             n: x[0],
@@ -224,6 +266,7 @@ impl Tensor {
         let y = self.storage().conv2d(
             &weight.storage(),
             bias.map(|b| b.storage()).as_deref(),
+            act,
             &geom,
         )?;
         let out_dims = [geom.n, geom.c_out, geom.h_out, geom.w_out];
@@ -232,6 +275,7 @@ impl Tensor {
         Ok(Tensor::from_op(y, out_dims, op, &inputs, move |ctx| {
             conv_like_grads(
                 ctx,
+                act,
                 |g, w| g.conv2d_backward_data(w, &geom),
                 |x, g| x.conv2d_backward_weight(g, &geom),
             )
@@ -252,8 +296,26 @@ impl Tensor {
         bias: Option<&Tensor>,
         p: ConvTranspose2dParams,
     ) -> Result<Tensor> {
-        let op = "conv_transpose2d";
+        self.conv_transpose2d_act(weight, bias, p, None)
+    }
+
+    /// [`Tensor::conv_transpose2d`] followed by the activation `act`, as one op, with the
+    /// bias and activation applied as the kernels store each value (see
+    /// [`Tensor::conv2d_act`] for which activations fuse).
+    pub fn conv_transpose2d_act(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: ConvTranspose2dParams,
+        act: Option<UnaryOp>,
+    ) -> Result<Tensor> {
+        let op = if act.is_some() {
+            "conv_transpose2d_act"
+        } else {
+            "conv_transpose2d"
+        };
         check_conv_args(op, self, weight, bias, p.stride, p.dilation, 0)?;
+        check_fusable(op, act)?;
         let (x, w) = (self.dims(), weight.dims());
         if x[2] == 0 || x[3] == 0 {
             return Err(Error::shape(
@@ -314,12 +376,12 @@ impl Tensor {
             w_out: x[3],
         };
         let out_dims = [geom.n, geom.c_in, geom.h, geom.w];
-        let mut y = self
-            .storage()
-            .conv2d_backward_data(&weight.storage(), &geom)?;
-        if let Some(b) = bias {
-            y = add_channel_bias(y, out_dims, b)?;
-        }
+        let y = self.storage().conv_transpose2d(
+            &weight.storage(),
+            bias.map(|b| b.storage()).as_deref(),
+            act,
+            &geom,
+        )?;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
         Ok(Tensor::from_op(y, out_dims, op, &inputs, move |ctx| {
@@ -327,7 +389,8 @@ impl Tensor {
             // gradient is our input `x`.
             conv_like_grads(
                 ctx,
-                |g, w| g.conv2d(w, None, &geom),
+                act,
+                |g, w| g.conv2d(w, None, None, &geom),
                 |x, g| g.conv2d_backward_weight(x, &geom),
             )
         }))

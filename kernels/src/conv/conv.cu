@@ -4,16 +4,17 @@
 
 // ConvGeom comes from geom.cuh.
 
-// y[b][co][oh][ow] = bias[co] + Σ_{ci,i,j} x[b][ci][oh·s − p + i·d][ow·s − p + j·d] · w[co][ci][i][j]
-// One thread per output value; taps that fall in the padding are skipped.
-extern "C" __global__ void conv2d_forward(ConvGeom g, const float* x, const float* w,
-                                          const float* bias, int has_bias, float* y) {
+// y[b][co][oh][ow] = act(bias[co] + Σ_{ci,i,j} x[b][ci][oh·s − p + i·d][ow·s − p + j·d] · w[co][ci][i][j])
+// One thread per output value; taps that fall in the padding are skipped. The sum starts from
+// the bias; the epilogue's activation is applied as the value is stored.
+extern "C" __global__ void conv2d_forward(ConvGeom g, const float* x, const float* w, Epilogue e,
+                                          float* y) {
     u64 total = (u64)g.n * g.c_out * g.h_out * g.w_out;
     FOR_EACH(t, total) {
         u32 ow = t % g.w_out, oh = (t / g.w_out) % g.h_out;
         u32 co = (t / ((u64)g.w_out * g.h_out)) % g.c_out;
         u64 b = t / ((u64)g.w_out * g.h_out * g.c_out);
-        float acc = has_bias ? bias[co] : 0.0f;
+        float acc = e.bias ? e.bias[co] : 0.0f;
         for (u32 ci = 0; ci < g.c_in; ++ci) {
             const float* xp = x + (b * g.c_in + ci) * g.h * g.w;
             const float* wp = w + ((u64)co * g.c_in + ci) * g.kh * g.kw;
@@ -27,15 +28,17 @@ extern "C" __global__ void conv2d_forward(ConvGeom g, const float* x, const floa
                 }
             }
         }
-        y[t] = acc;
+        y[t] = epilogue_act(e, acc);
     }
 }
 
 // dx[b][ci][ih][iw] = Σ dy[b][co][oh][ow] · w[co][ci][i][j] over the (co, i, j) whose output
 // pixel (oh, ow) reads (ih, iw): oh = (ih + p − i·d) / s when that divides exactly and lands
 // inside the output. One thread per input value gathers its sum, so nothing is written twice
-// and no atomics are needed (transposed convolution's forward runs this).
-extern "C" __global__ void conv2d_backward_data(ConvGeom g, const float* dy, const float* w, float* dx) {
+// and no atomics are needed (transposed convolution's forward runs this, with its bias and
+// activation as the epilogue `e`).
+extern "C" __global__ void conv2d_backward_data(ConvGeom g, const float* dy, const float* w,
+                                                Epilogue e, float* dx) {
     u64 total = (u64)g.n * g.c_in * g.h * g.w;
     FOR_EACH(t, total) {
         u32 iw = t % g.w, ih = (t / g.w) % g.h;
@@ -58,8 +61,14 @@ extern "C" __global__ void conv2d_backward_data(ConvGeom g, const float* dy, con
                 }
             }
         }
-        dx[t] = acc;
+        dx[t] = epilogue(e, ci, acc);
     }
+}
+
+// The epilogue alone, in place over an NCHW buffer of `channels` planes of `plane` values: for
+// passes with nothing to sum (an empty reduction) that must still store act(bias).
+extern "C" __global__ void conv_epilogue(Epilogue e, u64 channels, u64 plane, float* y, u64 n) {
+    FOR_EACH(i, n) y[i] = epilogue(e, (i / plane) % channels, y[i]);
 }
 
 // dw[co][ci][i][j] = Σ_{b,oh,ow} dy[b][co][oh][ow] · x[b][ci][oh·s − p + i·d][ow·s − p + j·d].

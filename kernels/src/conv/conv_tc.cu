@@ -408,27 +408,27 @@ __device__ __forceinline__ void tc_epilogue(const TcGeom& t, u64 rows, u64 cols,
 
 // ---- the kernels: one per pass and compute type
 
-// y[img][co][oh][ow] = bias[co] + C[(img, oh, ow)][co].
+// y[img][co][oh][ow] = act(bias[co] + C[(img, oh, ow)][co]).
 template <class E>
 __device__ void tc_forward(const TcGeom& t, const typename E::T* x, const typename E::T* w,
-                           const float* bias, float* y) {
+                           const Epilogue& e, float* y) {
     float acc[4][4][4] = {};
     tc_main_loop<E>(TcForward<E>{t, x, w}, acc);
     u64 plane = (u64)t.g.h_out * t.g.w_out, c_out = t.g.c_out;
     tc_epilogue(t, t.M, c_out, acc, [&](u64 m, u64 n, float v) {
-        y[((m / plane) * c_out + n) * plane + m % plane] = bias ? v + bias[n] : v;
+        y[((m / plane) * c_out + n) * plane + m % plane] = epilogue(e, n, v);
     });
 }
 
-// dx[img][ci][ih][iw] = C[(img, ih, iw)][ci].
+// dx[img][ci][ih][iw] = epilogue(C[(img, ih, iw)][ci]).
 template <class E>
 __device__ void tc_backward_data(const TcGeom& t, const typename E::T* dy,
-                                 const typename E::T* w, float* dx) {
+                                 const typename E::T* w, const Epilogue& e, float* dx) {
     float acc[4][4][4] = {};
     tc_main_loop<E>(TcBackwardData<E>{t, dy, w}, acc);
     u64 plane = (u64)t.g.h * t.g.w, c_in = t.g.c_in;
     tc_epilogue(t, t.M, c_in, acc, [&](u64 m, u64 n, float v) {
-        dx[((m / plane) * c_in + n) * plane + m % plane] = v;
+        dx[((m / plane) * c_in + n) * plane + m % plane] = epilogue(e, n, v);
     });
 }
 
@@ -444,12 +444,12 @@ __device__ void tc_backward_weight(const TcGeom& t, const typename E::T* x,
 
 #define TC_KERNELS(NAME, E)                                                                     \
     extern "C" __global__ void __launch_bounds__(TC_THREADS)                                    \
-        tc_forward_##NAME(TcGeom t, const E::T* x, const E::T* w, const float* bias, float* y) { \
-        tc_forward<E>(t, x, w, bias, y);                                                        \
+        tc_forward_##NAME(TcGeom t, const E::T* x, const E::T* w, Epilogue e, float* y) {       \
+        tc_forward<E>(t, x, w, e, y);                                                           \
     }                                                                                           \
     extern "C" __global__ void __launch_bounds__(TC_THREADS)                                    \
-        tc_backward_data_##NAME(TcGeom t, const E::T* dy, const E::T* w, float* dx) {           \
-        tc_backward_data<E>(t, dy, w, dx);                                                      \
+        tc_backward_data_##NAME(TcGeom t, const E::T* dy, const E::T* w, Epilogue e, float* dx) { \
+        tc_backward_data<E>(t, dy, w, e, dx);                                                   \
     }                                                                                           \
     extern "C" __global__ void __launch_bounds__(TC_THREADS)                                    \
         tc_backward_weight_##NAME(TcGeom t, const E::T* x, const E::T* dy, float* partial) {    \

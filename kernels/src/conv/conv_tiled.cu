@@ -124,10 +124,9 @@ __device__ void tiled_main_loop(const V& v, u64 k_begin, u64 k_end, float acc[4]
     }
 }
 
-// y[img][co][oh][ow] = bias[co] + C[co][(img, oh, ow)].
+// y[img][co][oh][ow] = act(bias[co] + C[co][(img, oh, ow)]).
 extern "C" __global__ void __launch_bounds__(TTHREADS)
-conv_tiled_forward(ConvGeom g, const float* x, const float* w, const float* bias, int has_bias,
-                   float* y) {
+conv_tiled_forward(ConvGeom g, const float* x, const float* w, Epilogue e, float* y) {
     Forward v{g, x, w, g.c_out, (u64)g.n * g.h_out * g.w_out, (u64)g.c_in * g.kh * g.kw};
     float acc[4][4] = {};
     tiled_main_loop(v, 0, v.K, acc);
@@ -135,17 +134,16 @@ conv_tiled_forward(ConvGeom g, const float* x, const float* w, const float* bias
     for (u32 r = 0; r < 4; ++r) {
         u64 m = (u64)blockIdx.y * TBM + 4 * (threadIdx.x / 16) + r;
         if (m >= v.M) continue;
-        float b = has_bias ? bias[m] : 0.0f;
         for (u32 c = 0; c < 4; ++c) {
             u64 n = (u64)blockIdx.x * TBN + 4 * (threadIdx.x % 16) + c;
-            if (n < v.N) y[((n / plane) * g.c_out + m) * plane + n % plane] = acc[r][c] + b;
+            if (n < v.N) y[((n / plane) * g.c_out + m) * plane + n % plane] = epilogue(e, m, acc[r][c]);
         }
     }
 }
 
-// dx[img][ci][ih][iw] = C[ci][(img, ih, iw)].
+// dx[img][ci][ih][iw] = epilogue(C[ci][(img, ih, iw)]).
 extern "C" __global__ void __launch_bounds__(TTHREADS)
-conv_tiled_backward_data(ConvGeom g, const float* dy, const float* w, float* dx) {
+conv_tiled_backward_data(ConvGeom g, const float* dy, const float* w, Epilogue e, float* dx) {
     BackwardData v{g, dy, w, g.c_in, (u64)g.n * g.h * g.w, (u64)g.c_out * g.kh * g.kw};
     float acc[4][4] = {};
     tiled_main_loop(v, 0, v.K, acc);
@@ -155,7 +153,7 @@ conv_tiled_backward_data(ConvGeom g, const float* dy, const float* w, float* dx)
         if (m >= v.M) continue;
         for (u32 c = 0; c < 4; ++c) {
             u64 n = (u64)blockIdx.x * TBN + 4 * (threadIdx.x % 16) + c;
-            if (n < v.N) dx[((n / plane) * g.c_in + m) * plane + n % plane] = acc[r][c];
+            if (n < v.N) dx[((n / plane) * g.c_in + m) * plane + n % plane] = epilogue(e, m, acc[r][c]);
         }
     }
 }

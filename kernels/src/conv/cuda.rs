@@ -4,6 +4,7 @@
 use super::Conv2dGeom;
 use crate::cuda_launch;
 use crate::cuda_rt::{grid_1d, ptr_or_null, CudaError, Gpu, Result, Source};
+use crate::elementwise::{cuda::unary_code, UnaryOp};
 use cudarc::driver::{CudaSlice, DeviceRepr};
 
 pub const SOURCE: Source = Source {
@@ -111,35 +112,97 @@ impl ConvGeom {
     }
 }
 
-/// `y = conv(x, w) + bias`.
+/// [`super::Epilogue`] as the kernels take it (`geom.cuh`'s `struct Epilogue`): a device
+/// pointer to the bias or null, and the activation's code (−1 for none) and parameter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EpilogueArgs {
+    bias: u64,
+    act: i32,
+    p: f32,
+}
+
+// SAFETY: plain old data laid out as `struct Epilogue` (static_assert'ed to 16 bytes there).
+unsafe impl DeviceRepr for EpilogueArgs {}
+
+impl EpilogueArgs {
+    /// Stores the value as it is.
+    pub const NONE: EpilogueArgs = EpilogueArgs {
+        bias: 0,
+        act: -1,
+        p: 0.0,
+    };
+
+    /// `act(v + bias[channel])`; the bias must stay alive until the kernel has run (it is
+    /// borrowed for the call that launches it).
+    pub fn new(gpu: &Gpu, bias: Option<&CudaSlice<f32>>, act: Option<UnaryOp>) -> Self {
+        let (act, p) = act.map_or((-1, 0.0), unary_code);
+        EpilogueArgs {
+            bias: ptr_or_null(gpu, bias),
+            act,
+            p,
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.bias == 0 && self.act < 0
+    }
+
+    /// Applies it in place to an NCHW buffer of `channels` planes of `plane` values: for the
+    /// passes that store nothing (an empty reduction) yet must still produce
+    /// `act(bias)`.
+    fn apply(
+        &self,
+        gpu: &Gpu,
+        y: &mut CudaSlice<f32>,
+        channels: usize,
+        plane: usize,
+    ) -> Result<()> {
+        let len = y.len();
+        if self.is_none() || len == 0 {
+            return Ok(());
+        }
+        cuda_launch!(
+            gpu,
+            SOURCE,
+            "conv_epilogue",
+            grid_1d(len),
+            [self, &(channels as u64), &(plane as u64), y, &(len as u64)]
+        )
+    }
+}
+
+/// `y = act(conv(x, w) + bias)`, the epilogue `ep` applied as each value is stored.
 pub fn conv2d_forward(
     gpu: &Gpu,
     x: &CudaSlice<f32>,
     w: &CudaSlice<f32>,
-    bias: Option<&CudaSlice<f32>>,
+    ep: EpilogueArgs,
     g: &Conv2dGeom,
 ) -> Result<CudaSlice<f32>> {
     let cg = ConvGeom::new(g)?;
     let len = g.output_len_total();
     let mut y = gpu.alloc_f32(len)?;
     if len > 0 {
-        let b = ptr_or_null(gpu, bias);
         cuda_launch!(
             gpu,
             SOURCE,
             "conv2d_forward",
             grid_1d(len),
-            [&cg, x, w, &b, &i32::from(bias.is_some()), &mut y]
+            [&cg, x, w, &ep, &mut y]
         )?;
     }
     Ok(y)
 }
 
-/// The gradient with respect to the input.
+/// The gradient with respect to the input, the epilogue `ep` (over its `c_in` channels)
+/// applied as each value is stored: a transposed convolution's forward with its bias and
+/// activation.
 pub fn conv2d_backward_data(
     gpu: &Gpu,
     dy: &CudaSlice<f32>,
     w: &CudaSlice<f32>,
+    ep: EpilogueArgs,
     g: &Conv2dGeom,
 ) -> Result<CudaSlice<f32>> {
     let cg = ConvGeom::new(g)?;
@@ -151,7 +214,7 @@ pub fn conv2d_backward_data(
             SOURCE,
             "conv2d_backward_data",
             grid_1d(len),
-            [&cg, dy, w, &mut dx]
+            [&cg, dy, w, &ep, &mut dx]
         )?;
     }
     Ok(dx)
@@ -290,11 +353,26 @@ impl CudaConv {
         bias: Option<&CudaSlice<f32>>,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
+        self.forward_fused(gpu, x, w, bias, None, g)
+    }
+
+    /// `y = act(conv(x, w) + bias)` on this rung, the activation applied in the kernel's
+    /// epilogue as each value is stored (bit for bit what a separate `unary` would give).
+    pub fn forward_fused(
+        self,
+        gpu: &Gpu,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        act: Option<UnaryOp>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
         self.check(gpu, "conv2d")?;
+        let ep = EpilogueArgs::new(gpu, bias, act);
         match self {
-            CudaConv::Direct => conv2d_forward(gpu, x, w, bias, g),
-            CudaConv::Tiled => tiled::forward(gpu, x, w, bias, g),
-            CudaConv::TensorCore(t) => tc::forward(gpu, t, x, w, bias, g),
+            CudaConv::Direct => conv2d_forward(gpu, x, w, ep, g),
+            CudaConv::Tiled => tiled::forward(gpu, x, w, ep, g),
+            CudaConv::TensorCore(t) => tc::forward(gpu, t, x, w, ep, g),
         }
     }
 
@@ -306,11 +384,27 @@ impl CudaConv {
         w: &CudaSlice<f32>,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
+        self.backward_data_fused(gpu, dy, w, None, None, g)
+    }
+
+    /// `act(backward_data(dy, w) + bias)` over the input's `c_in` channels on this rung: a
+    /// transposed convolution's forward with its bias and activation, applied in the
+    /// kernel's epilogue.
+    pub fn backward_data_fused(
+        self,
+        gpu: &Gpu,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        act: Option<UnaryOp>,
+        g: &Conv2dGeom,
+    ) -> Result<CudaSlice<f32>> {
         self.check(gpu, "conv2d_backward_data")?;
+        let ep = EpilogueArgs::new(gpu, bias, act);
         match self {
-            CudaConv::Direct => conv2d_backward_data(gpu, dy, w, g),
-            CudaConv::Tiled => tiled::backward_data(gpu, dy, w, g),
-            CudaConv::TensorCore(t) => tc::backward_data(gpu, t, dy, w, g),
+            CudaConv::Direct => conv2d_backward_data(gpu, dy, w, ep, g),
+            CudaConv::Tiled => tiled::backward_data(gpu, dy, w, ep, g),
+            CudaConv::TensorCore(t) => tc::backward_data(gpu, t, dy, w, ep, g),
         }
     }
 
@@ -378,21 +472,19 @@ pub mod tiled {
         gpu: &Gpu,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
-        bias: Option<&CudaSlice<f32>>,
+        ep: EpilogueArgs,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         let cg = ConvGeom::new(g)?;
         let mut y = gpu.alloc_f32(g.output_len_total())?;
         if g.output_len_total() > 0 {
             let c = cfg("conv2d", g.n * g.h_out * g.w_out, g.c_out, 1)?;
-            let b = ptr_or_null(gpu, bias);
-            let hb = i32::from(bias.is_some());
             cuda_launch!(
                 gpu,
                 TILED_SOURCE,
                 "conv_tiled_forward",
                 c,
-                [&cg, x, w, &b, &hb, &mut y]
+                [&cg, x, w, &ep, &mut y]
             )?;
         }
         Ok(y)
@@ -402,6 +494,7 @@ pub mod tiled {
         gpu: &Gpu,
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
+        ep: EpilogueArgs,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         let cg = ConvGeom::new(g)?;
@@ -413,7 +506,7 @@ pub mod tiled {
                 TILED_SOURCE,
                 "conv_tiled_backward_data",
                 c,
-                [&cg, dy, w, &mut dx]
+                [&cg, dy, w, &ep, &mut dx]
             )?;
         }
         Ok(dx)
@@ -628,7 +721,7 @@ pub mod tc {
         t: TcType,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
-        bias: Option<&CudaSlice<f32>>,
+        ep: EpilogueArgs,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         let cg = ConvGeom::new(g)?;
@@ -655,12 +748,11 @@ pub mod tc {
             k: (taps * cp) as u64,
             tiles_per_split: (taps * cp).div_ceil(tile_k(t)) as u64,
         };
-        let b = ptr_or_null(gpu, bias);
         let (f, name, cfg) = main_kernel(gpu, t, 0, grid("conv2d", m, g.c_out, 1)?)?;
         let mut l = gpu.stream().launch_builder(&f);
-        l.arg(&tg).arg(&xp).arg(&wp).arg(&b).arg(&mut y);
-        // SAFETY: tc_forward_*(TcGeom, const T* x, const T* w, const float* bias, float* y):
-        // the packs hold what `tg` describes, `b` is null or c_out values, `y` the output.
+        l.arg(&tg).arg(&xp).arg(&wp).arg(&ep).arg(&mut y);
+        // SAFETY: tc_forward_*(TcGeom, const T* x, const T* w, Epilogue e, float* y): the
+        // packs hold what `tg` describes, `ep`'s bias is null or c_out values, `y` the output.
         launched(name, unsafe { l.launch(cfg) })?;
         gpu.recycle(xp);
         gpu.recycle(wp);
@@ -672,6 +764,7 @@ pub mod tc {
         t: TcType,
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
+        ep: EpilogueArgs,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         let cg = ConvGeom::new(g)?;
@@ -680,7 +773,10 @@ pub mod tc {
             return Ok(dx);
         }
         if g.output_len_total() == 0 || g.weight_len() == 0 {
-            return gpu.zeros_f32(g.input_len());
+            // Nothing to sum: zeros, then the epilogue (a bias and activation still apply).
+            let mut dx = gpu.zeros_f32(g.input_len())?;
+            ep.apply(gpu, &mut dx, g.c_in, g.h * g.w)?;
+            return Ok(dx);
         }
         let (taps, cop) = (g.kh * g.kw, round8(g.c_out));
         let dyp = pack_output(gpu, t, dy, g)?;
@@ -704,9 +800,9 @@ pub mod tc {
         };
         let (f, name, cfg) = main_kernel(gpu, t, 1, grid("conv2d_backward_data", m, g.c_in, 1)?)?;
         let mut l = gpu.stream().launch_builder(&f);
-        l.arg(&tg).arg(&dyp).arg(&wp).arg(&mut dx);
-        // SAFETY: tc_backward_data_*(TcGeom, const T* dy, const T* w, float* dx), buffers as
-        // `tg` describes.
+        l.arg(&tg).arg(&dyp).arg(&wp).arg(&ep).arg(&mut dx);
+        // SAFETY: tc_backward_data_*(TcGeom, const T* dy, const T* w, Epilogue e, float* dx),
+        // buffers as `tg` describes, `ep`'s bias null or c_in values.
         launched(name, unsafe { l.launch(cfg) })?;
         gpu.recycle(dyp);
         gpu.recycle(wp);
@@ -820,8 +916,12 @@ pub mod tc {
             let bv = bp.slice(bi * n * kp / per_word..);
             let mut cv = c.slice_mut(bi * m * n..(bi + 1) * m * n);
             let mut l = gpu.stream().launch_builder(&f);
-            l.arg(&tg).arg(&av).arg(&bv).arg(&0u64).arg(&mut cv);
-            // SAFETY: tc_forward_*(TcGeom, x, w, bias = null, y) on one batch entry: `av`
+            l.arg(&tg)
+                .arg(&av)
+                .arg(&bv)
+                .arg(&EpilogueArgs::NONE)
+                .arg(&mut cv);
+            // SAFETY: tc_forward_*(TcGeom, x, w, no epilogue, y) on one batch entry: `av`
             // holds m·kp packed values, `bv` n·kp, `cv` m·n.
             launched(name, unsafe { l.launch(cfg) })?;
         }

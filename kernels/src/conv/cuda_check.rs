@@ -1,7 +1,8 @@
 //! Every rung of the CUDA convolution ladder against [`reference`](super::reference), on a GPU:
 //! forward, backward-data and backward-weight over awkward geometries (odd sizes, strides 1–3,
 //! padding, dilation, batch 1, channel counts that are not multiples of 8, K spanning many
-//! tiles), plus the tensor-core matmul with every transpose. `gantry check --device cuda`
+//! tiles), forward and backward-data again with a bias and activation fused into their
+//! epilogues, plus the tensor-core matmul with every transpose. `gantry check --device cuda`
 //! prints these rows and `tests/cuda_parity.rs` asserts them.
 //!
 //! The tensor-core rungs multiply inputs rounded to bf16/f16/tf32, so their reference is the
@@ -15,6 +16,7 @@
 use super::cuda::{tc, CudaConv, TcType};
 use super::{reference, Conv2dGeom};
 use crate::cuda_rt::{Gpu, Result};
+use crate::elementwise::UnaryOp;
 use crate::gemm::GemmGeom;
 
 /// One checked pass of one rung on one geometry.
@@ -147,11 +149,14 @@ pub fn check_ladder(gpu: &Gpu, seed: u64) -> Result<Vec<LadderReport>> {
         let w = rng.values(g.weight_len());
         let bias = rng.values(g.c_out);
         let dy = rng.values(g.output_len_total());
-        let (xd, wd, bd, dyd) = (
+        // A transposed convolution's bias, over backward-data's c_in channels.
+        let bias_in = rng.values(g.c_in);
+        let (xd, wd, bd, dyd, bid) = (
             gpu.upload_f32(&x)?,
             gpu.upload_f32(&w)?,
             gpu.upload_f32(&bias)?,
             gpu.upload_f32(&dy)?,
+            gpu.upload_f32(&bias_in)?,
         );
         for rung in CudaConv::ALL {
             if !rung.supported(gpu) {
@@ -169,17 +174,30 @@ pub fn check_ladder(gpu: &Gpu, seed: u64) -> Result<Vec<LadderReport>> {
             reference::conv2d_backward_data(&dyr, &wr, &mut dx, &g);
             let mut dw = vec![0.0f64; g.weight_len()];
             reference::conv2d_backward_weight(&xr, &dyr, &mut dw, &g);
+            // The fused epilogues: forward then leaky relu; a transposed convolution's
+            // forward (backward-data, its bias, tanh).
+            let (leaky, tanh) = (UnaryOp::LeakyRelu(0.2), UnaryOp::Tanh);
+            let y_act: Vec<f64> = y.iter().map(|&v| leaky.apply(v)).collect();
+            let plane = g.h * g.w;
+            let dx_act: Vec<f64> = (dx.iter().enumerate())
+                .map(|(i, &v)| tanh.apply(v + bias_in[i / plane % g.c_in] as f64))
+                .collect();
             let got = [
                 rung.forward(gpu, &xd, &wd, Some(&bd), &g)?,
                 rung.backward_data(gpu, &dyd, &wd, &g)?,
                 rung.backward_weight(gpu, &xd, &dyd, &g)?,
+                rung.forward_fused(gpu, &xd, &wd, Some(&bd), Some(leaky), &g)?,
+                rung.backward_data_fused(gpu, &dyd, &wd, Some(&bid), Some(tanh), &g)?,
             ];
             let tolerance = if t.is_some() { 5e-4 } else { 1e-4 };
-            for ((pass, want), out) in ["forward", "backward_data", "backward_weight"]
-                .into_iter()
-                .zip([y, dx, dw])
-                .zip(got)
-            {
+            let passes = [
+                "forward",
+                "backward_data",
+                "backward_weight",
+                "forward + bias + leaky_relu",
+                "backward_data + bias + tanh",
+            ];
+            for ((pass, want), out) in passes.into_iter().zip([y, dx, dw, y_act, dx_act]).zip(got) {
                 let host = gpu.download(&out, want.len())?;
                 reports.push(LadderReport {
                     rung: rung.name(),
@@ -191,7 +209,7 @@ pub fn check_ladder(gpu: &Gpu, seed: u64) -> Result<Vec<LadderReport>> {
                 gpu.recycle(out);
             }
         }
-        for b in [xd, wd, bd, dyd] {
+        for b in [xd, wd, bd, dyd, bid] {
             gpu.recycle(b);
         }
     }

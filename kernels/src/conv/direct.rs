@@ -37,7 +37,7 @@
 //! (`PIX_BLOCK × C_out`) stays in L2.
 
 use super::lanes::{Lanes, PackIsa, Portable};
-use super::Conv2dGeom;
+use super::{Conv2dGeom, Epilogue};
 use crate::gemm::cpu::SendPtr;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -461,8 +461,8 @@ struct Job<'a> {
     grid: [usize; 2],
     src_step: [usize; 3],
     dst_step: [usize; 4],
-    /// Added to every output channel (forward only).
-    bias: Option<&'a [f32]>,
+    /// Applied to each finished tile row (its channels) before it is stored.
+    ep: Epilogue<'a>,
 }
 
 impl Job<'_> {
@@ -628,11 +628,10 @@ impl Job<'_> {
 #[inline(always)]
 unsafe fn store_block<L: Lanes>(job: &Job, cb: &mut [f32], at: &[(usize, u32)], dst: SendPtr) {
     let ocp = job.channels.div_ceil(OC_TILE) * OC_TILE;
-    if let Some(b) = job.bias {
-        for row in cb.chunks_mut(ocp) {
-            for (v, b) in row.iter_mut().zip(b) {
-                *v += b;
-            }
+    if !job.ep.is_identity() {
+        for &(_, row) in at {
+            let row = row as usize * ocp;
+            job.ep.apply_channels(&mut cb[row..row + job.channels]);
         }
     }
     let dch = job.dst_step[3];
@@ -962,7 +961,8 @@ unsafe fn pack_unit<F: Fn(usize) -> usize>(u: &PackUnit<F>, isa: PackIsa) {
 /// Forward convolution (same contract as the reference kernel), with the best micro-tile
 /// for this CPU.
 pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32], g: &Conv2dGeom) {
-    forward_with(x, w, bias, y, g, PackIsa::best())
+    let ep = Epilogue { bias, act: None };
+    forward_with(x, w, ep, y, g, PackIsa::best())
 }
 
 /// [`conv2d_forward`] with the plain-loop micro-tile.
@@ -973,20 +973,23 @@ pub fn conv2d_forward_portable(
     y: &mut [f32],
     g: &Conv2dGeom,
 ) {
-    forward_with(x, w, bias, y, g, PackIsa::Portable)
+    let ep = Epilogue { bias, act: None };
+    forward_with(x, w, ep, y, g, PackIsa::Portable)
 }
 
-fn forward_with(
+/// Forward convolution with an epilogue (bias, activation) applied to each tile before it
+/// is stored.
+pub(super) fn forward_with(
     x: &[f32],
     w: &[f32],
-    bias: Option<&[f32]>,
+    ep: Epilogue,
     y: &mut [f32],
     g: &Conv2dGeom,
     isa: PackIsa,
 ) {
     g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
     check_geometry("conv2d", g);
-    if let Some(b) = bias {
+    if let Some(b) = ep.bias {
         assert_eq!(b.len(), g.c_out, "conv2d: bias length");
     }
     if y.is_empty() {
@@ -994,7 +997,9 @@ fn forward_with(
     }
     if x.is_empty() {
         // No input pixels (h, w or c_in is 0): every tap reads padding.
-        return super::cpu::conv2d_forward(x, w, bias, y, g);
+        super::cpu::conv2d_forward(x, w, ep.bias, y, g);
+        let act = Epilogue { bias: None, ..ep };
+        return act.apply_planes(y, g.c_out, g.h_out * g.w_out);
     }
     let ([ph, pw], [sh, sw], [dh, dw]) = (g.pad, g.stride, g.dilation);
     let (hp, wp, c) = (g.h + 2 * ph, g.w + 2 * pw, g.c_in);
@@ -1036,7 +1041,7 @@ fn forward_with(
         grid: [g.n, g.h_out],
         src_step: [image, sh * wp * c, sw * c],
         dst_step: [g.c_out * plane, g.w_out, 1, plane],
-        bias,
+        ep,
     };
     // SAFETY: the largest window origin plus the largest tap offset is the last padded
     // pixel of the last image (the output size follows from the input's, checked above);
@@ -1070,12 +1075,12 @@ fn check_offsets(op: &str, image: usize) {
 /// Gradient w.r.t. the input (same contract as the reference kernel), with the best
 /// micro-tile for this CPU.
 pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
-    backward_data_with(dy, w, dx, g, PackIsa::best())
+    backward_data_with(dy, w, Epilogue::default(), dx, g, PackIsa::best())
 }
 
 /// [`conv2d_backward_data`] with the plain-loop micro-tile.
 pub fn conv2d_backward_data_portable(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom) {
-    backward_data_with(dy, w, dx, g, PackIsa::Portable)
+    backward_data_with(dy, w, Epilogue::default(), dx, g, PackIsa::Portable)
 }
 
 /// The taps of one axis that land on input positions of phase `rho` (positions `u` of the
@@ -1096,13 +1101,29 @@ fn phase_taps(k: usize, s: usize, d: usize, rho: usize) -> Vec<(usize, usize)> {
 /// The column phases of one row phase are the parts of one [`Job`], so each block holds
 /// whole rows of `dx` and stores them contiguously (one job per phase, storing every
 /// `sw`-th float, spent 11% of DCGAN D3's pass in those stores).
-fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa: PackIsa) {
+///
+/// The epilogue `ep` (over `dx`'s `c_in` channels: a transposed convolution's bias and
+/// activation) is applied to each tile as it is stored, or in one pass after when some
+/// pixels of `dx` are never stored.
+pub(super) fn backward_data_with(
+    dy: &[f32],
+    w: &[f32],
+    ep: Epilogue,
+    dx: &mut [f32],
+    g: &Conv2dGeom,
+    isa: PackIsa,
+) {
     g.assert_buffers("conv2d backward_data", [dx.len(), w.len(), dy.len()]);
     check_geometry("conv2d backward_data", g);
     let ([ph, pw], [sh, sw], [dh, dw]) = (g.pad, g.stride, g.dilation);
     // Phases that no tap reaches (a kernel shorter than the stride) keep zeros.
     let untouched = (0..sh).any(|r| phase_taps(g.kh, sh, dh, r).is_empty())
         || (0..sw).any(|r| phase_taps(g.kw, sw, dw, r).is_empty());
+    if (untouched || dy.is_empty()) && !ep.is_identity() {
+        // Those zeros need the epilogue too: run without it, then over all of `dx`.
+        backward_data_with(dy, w, Epilogue::default(), dx, g, isa);
+        return ep.apply_planes(dx, g.c_in, g.h * g.w);
+    }
     if untouched || dy.is_empty() {
         dx.par_iter_mut().for_each(|v| *v = 0.0);
     }
@@ -1193,7 +1214,7 @@ fn backward_data_with(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeom, isa
             grid: [g.n, rows],
             src_step: [image, wq * c, c],
             dst_step: [g.c_in * g.h * g.w, sh * g.w, sw, g.h * g.w],
-            bias: None,
+            ep,
         })
         .collect();
     for phase in phases {

@@ -9,6 +9,26 @@ struct ConvGeom {
 };
 static_assert(sizeof(ConvGeom) == 60, "ConvGeom must match conv::cuda::ConvGeom");
 
+// What a pass that produces a layer's output applies to each value as it stores it
+// (kernels::conv::Epilogue; laid out as conv::cuda::EpilogueArgs): the channel's bias when
+// `bias` is not null, then the unary op `act` of common.cuh (parameter `p`) when act >= 0.
+// Conv forward takes it, and so does backward-data, a transposed convolution's forward.
+struct Epilogue {
+    const float* bias;
+    int act;
+    float p;
+};
+static_assert(sizeof(Epilogue) == 16, "Epilogue must match conv::cuda::EpilogueArgs");
+
+__device__ __forceinline__ float epilogue_act(const Epilogue& e, float v) {
+    return e.act < 0 ? v : unary_apply(e.act, e.p, v);
+}
+
+// The bias (added last, as a separate add would), then the activation.
+__device__ __forceinline__ float epilogue(const Epilogue& e, u64 channel, float v) {
+    return epilogue_act(e, e.bias ? v + e.bias[channel] : v);
+}
+
 // The input pixel of output (oh, ow) under tap (i, j), or false when it is padding.
 __device__ __forceinline__ bool tap_input(const ConvGeom& g, u32 oh, u32 ow, u32 i, u32 j,
                                           u32* ih, u32* iw) {

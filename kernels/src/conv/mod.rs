@@ -21,6 +21,67 @@ pub mod reference;
 #[cfg(test)]
 mod tests;
 
+use crate::elementwise::{self, UnaryOp};
+use rayon::prelude::*;
+
+/// What the pass that produces a layer's output does to each value before storing it:
+/// `act(v + bias[channel])`. Conv forward takes it; so does backward-data, which is a
+/// transposed convolution's forward. The direct kernel applies it to each finished tile
+/// before the tile is stored (and the CUDA rungs in their epilogues), so the output is
+/// written once; the other variants make one pass over the output after the GEMM.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// One value per output channel.
+    pub bias: Option<&'a [f32]>,
+    pub act: Option<UnaryOp>,
+}
+
+impl Epilogue<'_> {
+    /// Whether it changes anything.
+    pub fn is_identity(&self) -> bool {
+        self.bias.is_none() && self.act.is_none()
+    }
+
+    /// Applies it to one output pixel's (or one tile row's) channels `v[c]`, in the order
+    /// the separate ops would: the bias add first, then the activation.
+    #[inline]
+    pub fn apply_channels(&self, v: &mut [f32]) {
+        if let Some(b) = self.bias {
+            for (v, b) in v.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+        if let Some(op) = self.act {
+            elementwise::cpu::unary_in_place(op, v);
+        }
+    }
+
+    /// Applies it to an NCHW buffer of `channels` planes of `plane` values each, in parallel.
+    pub fn apply_planes(&self, y: &mut [f32], channels: usize, plane: usize) {
+        if self.is_identity() || y.is_empty() {
+            return;
+        }
+        if let Some(b) = self.bias {
+            assert_eq!(b.len(), channels, "epilogue: bias length");
+        }
+        assert_eq!(y.len() % (channels * plane), 0, "epilogue: buffer length");
+        // Planes can be tiny (a 4x4 map): group them into tasks of about 16 Ki values.
+        let min = (1 << 14) / plane + 1;
+        y.par_chunks_mut(plane)
+            .with_min_len(min)
+            .enumerate()
+            .for_each(|(i, v)| {
+                if let Some(b) = self.bias {
+                    let b = b[i % channels];
+                    v.iter_mut().for_each(|v| *v += b);
+                }
+                if let Some(op) = self.act {
+                    elementwise::cpu::unary_in_place(op, v);
+                }
+            });
+    }
+}
+
 /// The shape of one convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in, kh, kw]`,
 /// output `[n, c_out, h_out, w_out]`. Pairs are `[height, width]`.
 ///
@@ -190,6 +251,54 @@ impl ConvVariant {
                 direct::conv2d_forward(x, w, bias, y, g)
             }
             ConvVariant::Auto => cpu::conv2d_forward(x, w, bias, y, g),
+        }
+    }
+
+    /// [`ConvVariant::forward`] with an activation too: `y = act(conv(x, w) + bias)`. The
+    /// direct rungs apply it to each tile as they store it; the others in one pass after.
+    pub fn forward_fused(self, x: &[f32], w: &[f32], ep: Epilogue, y: &mut [f32], g: &Conv2dGeom) {
+        let isa = match self {
+            ConvVariant::Direct => Some(lanes::PackIsa::best()),
+            ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
+            ConvVariant::Auto if direct::suits(g, direct::Pass::Forward) => {
+                Some(lanes::PackIsa::best())
+            }
+            _ => None,
+        };
+        match isa {
+            Some(isa) => direct::forward_with(x, w, ep, y, g, isa),
+            None => {
+                self.forward(x, w, ep.bias, y, g);
+                let act = Epilogue { bias: None, ..ep };
+                act.apply_planes(y, g.c_out, g.h_out * g.w_out);
+            }
+        }
+    }
+
+    /// [`ConvVariant::backward_data`] followed by an epilogue over `dx`'s `c_in` channels:
+    /// a transposed convolution's forward with its bias and activation.
+    pub fn backward_data_fused(
+        self,
+        dy: &[f32],
+        w: &[f32],
+        ep: Epilogue,
+        dx: &mut [f32],
+        g: &Conv2dGeom,
+    ) {
+        let isa = match self {
+            ConvVariant::Direct => Some(lanes::PackIsa::best()),
+            ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
+            ConvVariant::Auto if direct::suits(g, direct::Pass::BackwardData) => {
+                Some(lanes::PackIsa::best())
+            }
+            _ => None,
+        };
+        match isa {
+            Some(isa) => direct::backward_data_with(dy, w, ep, dx, g, isa),
+            None => {
+                self.backward_data(dy, w, dx, g);
+                ep.apply_planes(dx, g.c_in, g.h * g.w);
+            }
         }
     }
 

@@ -243,6 +243,106 @@ mod fast {
         }
     }
 
+    /// The fused epilogue gives the bits of the separate ops: forward with its bias, then
+    /// `elementwise::cpu::unary`; backward-data, the bias added per channel, then `unary`
+    /// (a transposed convolution's forward as the unfused ops compute it).
+    fn check_epilogue(v: ConvVariant, g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
+        use super::super::Epilogue;
+        use crate::elementwise::{cpu::unary, UnaryOp};
+        let mut s = seed;
+        let (x, w, dy) = (
+            rand32(g.input_len(), &mut s),
+            rand32(g.weight_len(), &mut s),
+            rand32(g.output_len_total(), &mut s),
+        );
+        let (b_out, b_in) = (rand32(g.c_out, &mut s), rand32(g.c_in, &mut s));
+        let separate = |y: &mut Vec<f32>, b: Option<&[f32]>, plane: usize, act| {
+            if let Some(b) = b {
+                for (i, v) in y.iter_mut().enumerate() {
+                    *v += b[i / plane % b.len()];
+                }
+            }
+            if let Some(op) = act {
+                let pre = y.clone();
+                unary(op, &pre, y);
+            }
+        };
+        let acts = [
+            None,
+            Some(UnaryOp::Relu),
+            Some(UnaryOp::LeakyRelu(0.2)),
+            Some(UnaryOp::Tanh),
+            Some(UnaryOp::Sigmoid),
+        ];
+        for (i, act) in acts.into_iter().enumerate() {
+            // Every other case without a bias.
+            let bias = (i % 2 == 0).then_some(&b_out[..]);
+            let mut want = vec![0f32; g.output_len_total()];
+            v.forward(&x, &w, bias, &mut want, g);
+            separate(&mut want, None, g.h_out * g.w_out, act);
+            let mut got = vec![f32::NAN; want.len()];
+            v.forward_fused(&x, &w, Epilogue { bias, act }, &mut got, g);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            prop_assert!(
+                same,
+                "{v:?} forward with {bias:?} and {act:?} differs, {g:?}"
+            );
+
+            let bias = (i % 2 == 0).then_some(&b_in[..]);
+            let mut want = vec![0f32; g.input_len()];
+            v.backward_data(&dy, &w, &mut want, g);
+            separate(&mut want, bias, g.h * g.w, act);
+            let mut got = vec![f32::NAN; want.len()];
+            v.backward_data_fused(&dy, &w, Epilogue { bias, act }, &mut got, g);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            prop_assert!(
+                same,
+                "{v:?} backward_data with {bias:?} and {act:?} differs, {g:?}"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn fused_epilogues_equal_the_separate_ops(
+            n in 1usize..3, c_in in 1usize..20, c_out in 1usize..37,
+            h in 1usize..10, w in 1usize..10, k in 1usize..5,
+            s in 1usize..4, p in 0usize..3, seed in any::<u64>(),
+        ) {
+            let Some(g) = geom(n, c_in, [h, w], c_out, [k, k], s, p.min(k - 1), 1) else {
+                return Ok(());
+            };
+            for v in ConvVariant::ALL {
+                check_epilogue(v, &g, seed)?;
+            }
+        }
+    }
+
+    #[test]
+    fn fused_epilogues_on_direct_sized_layers() {
+        // Channel counts that fill the direct kernel's 64-channel tiles (so `Auto` picks it
+        // on AVX-512 CPUs), and a kernel narrower than the stride: backward-data leaves
+        // pixels no tap reaches, which need the epilogue too.
+        for (c_in, c_out, k, s, p) in [(64, 72, 4, 2, 1), (72, 64, 3, 1, 1), (64, 64, 1, 2, 0)] {
+            let g = geom(2, c_in, [12, 10], c_out, [k, k], s, p, 1).unwrap();
+            for v in [
+                ConvVariant::Direct,
+                ConvVariant::DirectPortable,
+                ConvVariant::Auto,
+            ] {
+                check_epilogue(v, &g, 11).unwrap();
+            }
+        }
+    }
+
     #[test]
     fn different_strides_and_padding_per_axis() {
         // Space-to-depth and the phases work per axis: stride 2 × 3, kernel 4 × 3 (both

@@ -25,7 +25,40 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
     );
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, x)| unary_chunk(op, x, o));
+        .for_each(|(o, x)| unary_chunk(op, Mapped(x, o)));
+}
+
+/// `v[i] = op(v[i])` on one thread: for a tile a kernel is about to store (the fused
+/// activations of [`crate::conv::Epilogue`]). Same formulas, so the same bits as [`unary`].
+pub fn unary_in_place<T: Float>(op: UnaryOp, v: &mut [T]) {
+    unary_chunk(op, InPlace(v));
+}
+
+/// A loop that applies one per-element function, from an input into an output or in place;
+/// generic over the function, so that each op's closure is inlined into its own loop.
+trait Each<T> {
+    fn each(self, f: impl Fn(T) -> T);
+}
+
+struct Mapped<'a, T>(&'a [T], &'a mut [T]);
+struct InPlace<'a, T>(&'a mut [T]);
+
+impl<T: Copy> Each<T> for Mapped<'_, T> {
+    #[inline(always)]
+    fn each(self, f: impl Fn(T) -> T) {
+        for (o, &v) in self.1.iter_mut().zip(self.0) {
+            *o = f(v);
+        }
+    }
+}
+
+impl<T: Copy> Each<T> for InPlace<'_, T> {
+    #[inline(always)]
+    fn each(self, f: impl Fn(T) -> T) {
+        for v in self.0.iter_mut() {
+            *v = f(*v);
+        }
+    }
 }
 
 /// One chunk of [`unary`]. The ops that are a compare or one arithmetic step are written
@@ -33,16 +66,9 @@ pub fn unary<T: Float>(op: UnaryOp, x: &[T], out: &mut [T]) {
 /// `UnaryOp::apply` each element took a jump through the variant table (measured: leaky
 /// relu and its gradient, scalar, were 10% of a DCGAN training step's CPU time). The
 /// formulas are `apply`'s, so the results are identical bit for bit.
-fn unary_chunk<T: Float>(op: UnaryOp, x: &[T], o: &mut [T]) {
-    // Generic, so that each closure is inlined into its own loop.
-    #[inline(always)]
-    fn each<T: Copy>(o: &mut [T], x: &[T], f: impl Fn(T) -> T) {
-        for (o, &v) in o.iter_mut().zip(x) {
-            *o = f(v);
-        }
-    }
+fn unary_chunk<T: Float>(op: UnaryOp, l: impl Each<T>) {
     match op {
-        UnaryOp::Relu => each(o, x, |v| {
+        UnaryOp::Relu => l.each(|v| {
             if v > T::ZERO || v.is_nan() {
                 v
             } else {
@@ -51,17 +77,17 @@ fn unary_chunk<T: Float>(op: UnaryOp, x: &[T], o: &mut [T]) {
         }),
         UnaryOp::LeakyRelu(s) => {
             let s = T::from_f64(s);
-            each(o, x, |v| if v > T::ZERO { v } else { v * s })
+            l.each(|v| if v > T::ZERO { v } else { v * s })
         }
         UnaryOp::AddScalar(c) => {
             let c = T::from_f64(c);
-            each(o, x, |v| v + c)
+            l.each(|v| v + c)
         }
         UnaryOp::MulScalar(c) => {
             let c = T::from_f64(c);
-            each(o, x, |v| v * c)
+            l.each(|v| v * c)
         }
-        _ => each(o, x, |v| op.apply(v)),
+        _ => l.each(|v| op.apply(v)),
     }
 }
 

@@ -80,6 +80,18 @@ impl UnaryOp {
         }
     }
 
+    /// Whether `derivative(y, y)` equals `derivative(x, y)` for every `x`: the gradient can
+    /// be taken from the output alone, so a kernel may fuse the op into its store and keep
+    /// no pre-activation (relu, leaky relu with a slope ≥ 0, where `y > 0` exactly when
+    /// `x > 0`; tanh and sigmoid, whose derivatives are written in `y`).
+    pub fn derivative_from_output(self) -> bool {
+        match self {
+            UnaryOp::Relu | UnaryOp::Tanh | UnaryOp::Sigmoid => true,
+            UnaryOp::LeakyRelu(slope) => slope >= 0.0,
+            _ => false,
+        }
+    }
+
     /// `f'(x)`, given both the input `x` and the output `y = f(x)` (several derivatives are
     /// cheapest in terms of `y`). At the kinks of `relu`, `leaky_relu` and `abs` the derivative
     /// PyTorch uses is taken: 0, `slope` and 0 respectively at `x = 0`.

@@ -2,7 +2,7 @@
 
 use crate::init::{default_bound, positive, uniform};
 use crate::module::{Mode, Module, Slot};
-use gantry_core::{Conv2dParams, ConvTranspose2dParams, Result, Rng, Tensor};
+use gantry_core::{Conv2dParams, ConvTranspose2dParams, Result, Rng, Tensor, UnaryOp};
 
 /// Checks the sizes and draws PyTorch's default init: weight `shape` and an optional bias of
 /// `bias_len`, both `U(±1/√fan_in)`.
@@ -73,6 +73,15 @@ impl Module for Conv2d {
     fn forward(&self, x: &Tensor, _: Mode) -> Result<Tensor> {
         x.conv2d(&self.weight, self.bias.as_ref(), self.params)
     }
+    /// Fuses the activations whose gradient the output determines (relu, leaky relu, tanh,
+    /// sigmoid) into the convolution's store: no pre-activation tensor, one pass fewer.
+    fn forward_then(&self, x: &Tensor, _: Mode, act: UnaryOp) -> Result<Option<Tensor>> {
+        if !act.derivative_from_output() {
+            return Ok(None);
+        }
+        x.conv2d_act(&self.weight, self.bias.as_ref(), self.params, Some(act))
+            .map(Some)
+    }
     fn slots(&self) -> Vec<Slot<'_>> {
         Slot::weight_and_bias(&self.weight, self.bias.as_ref())
     }
@@ -128,6 +137,15 @@ impl Module for ConvTranspose2d {
     }
     fn forward(&self, x: &Tensor, _: Mode) -> Result<Tensor> {
         x.conv_transpose2d(&self.weight, self.bias.as_ref(), self.params)
+    }
+    /// Fuses the bias and the activation into the transposed convolution's store, as
+    /// [`Conv2d`] does (DCGAN's generator ends with ConvTranspose2d then Tanh).
+    fn forward_then(&self, x: &Tensor, _: Mode, act: UnaryOp) -> Result<Option<Tensor>> {
+        if !act.derivative_from_output() {
+            return Ok(None);
+        }
+        x.conv_transpose2d_act(&self.weight, self.bias.as_ref(), self.params, Some(act))
+            .map(Some)
     }
     fn slots(&self) -> Vec<Slot<'_>> {
         Slot::weight_and_bias(&self.weight, self.bias.as_ref())
