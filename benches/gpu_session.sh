@@ -41,6 +41,7 @@ for p in f32 tf32 bf16; do python3 benches/pytorch_conv_layers.py --device cuda 
 echo "== DCGAN step, batch 128, bf16: CUDA graph, eager, and PyTorch eager + autocast bf16"
 "$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision bf16
 "$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision bf16 --no-cuda-graph
+"$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision bf16 --cuda-conv wg-bf16
 python3 benches/pytorch_dcgan_step.py --device cuda --batch-size 128 --iters 20 --precision bf16
 echo "== DCGAN step in f16 (eager: loss scaling decides on the host)"
 "$bin/gantry" bench dcgan --device cuda --batch-size 128 --iters 20 --precision f16

@@ -433,6 +433,7 @@ fn time_steps(
     Ok(ms)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn dcgan(
     batch: usize,
     image_size: usize,
@@ -441,10 +442,14 @@ pub fn dcgan(
     device: gantry::Device,
     precision: gantry::Precision,
     cuda_graph: bool,
+    cuda_conv: Option<gantry::kernels::conv::cuda::CudaConv>,
 ) -> gantry::Result<String> {
     use gantry::gan::dcgan::DcganConfig;
     use gantry::gan::train::{CudaGraphStep, Dcgan, TrainConfig, GRAPH_WARMUP_STEPS};
     use gantry::{DType, Device, Rng, Tensor};
+    // A forced conv rung holds for this thread, where the steps run.
+    let _rung = cuda_conv.map(gantry::precision::with_cuda_conv);
+    let rung = gantry::precision::cuda_conv();
     let config = TrainConfig {
         model: DcganConfig {
             image_size,
@@ -491,6 +496,7 @@ pub fn dcgan(
         "threads": threads,
         "device": device.to_string(),
         "precision": precision.name(),
+        "cuda_conv": rung.name(),
         "iters": ms.len(),
         "step_ms": median,
         "step_ms_min": ms[0],

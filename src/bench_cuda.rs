@@ -27,8 +27,8 @@ pub fn peak_tflops(gpu: &Gpu, rung: CudaConv) -> Option<f64> {
     };
     Some(match rung {
         CudaConv::Direct | CudaConv::Tiled => f32_,
-        CudaConv::TensorCore(TcType::Tf32) => tf32,
-        CudaConv::TensorCore(_) => half,
+        CudaConv::TensorCore(TcType::Tf32) | CudaConv::Hopper(TcType::Tf32) => tf32,
+        CudaConv::TensorCore(_) | CudaConv::Hopper(_) => half,
     })
 }
 

@@ -47,21 +47,21 @@ pub fn time_pass(
 ) -> Result<f64> {
     use half::{bf16, f16};
     match rung {
-        CudaConv::TensorCore(TcType::Bf16) => typed::<bf16>(
+        CudaConv::TensorCore(TcType::Bf16) | CudaConv::Hopper(TcType::Bf16) => typed::<bf16>(
             cudnn,
             gpu,
             g,
             pass,
             sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
         ),
-        CudaConv::TensorCore(TcType::F16) => typed::<f16>(
+        CudaConv::TensorCore(TcType::F16) | CudaConv::Hopper(TcType::F16) => typed::<f16>(
             cudnn,
             gpu,
             g,
             pass,
             sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
         ),
-        CudaConv::TensorCore(TcType::Tf32) => typed::<f32>(
+        CudaConv::TensorCore(TcType::Tf32) | CudaConv::Hopper(TcType::Tf32) => typed::<f32>(
             cudnn,
             gpu,
             g,

@@ -10,6 +10,7 @@ mod style_cli;
 mod train_cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use gantry::kernels::conv::cuda::CudaConv;
 use gantry::{DType, Device, Rng, Tensor};
 use std::io::Write;
 use std::process::ExitCode;
@@ -100,6 +101,11 @@ enum Command {
         /// Time the DCGAN step on CUDA launched op by op instead of replayed as a CUDA graph.
         #[arg(long)]
         no_cuda_graph: bool,
+        /// The CUDA conv rung of the DCGAN step bench (default: the precision's, e.g.
+        /// `tc-bf16` for bf16); `wg-bf16` runs the Hopper rung. Its type must be the
+        /// precision's.
+        #[arg(long)]
+        cuda_conv: Option<String>,
     },
 }
 
@@ -199,6 +205,7 @@ fn main() -> ExitCode {
             device,
             precision,
             no_cuda_graph,
+            cuda_conv,
         } => {
             if let BenchWhat::Srresnet = what {
                 let threads = threads
@@ -217,9 +224,13 @@ fn main() -> ExitCode {
                 train_cli::parse_device(&device)
                     .and_then(|device| {
                         train_cli::with_threads(Some(threads), || {
-                            let p = precision.parse()?;
+                            let p: gantry::Precision = precision.parse()?;
                             let graph = !no_cuda_graph;
-                            bench::dcgan(batch_size, image_size, threads, iters, device, p, graph)
+                            let rung =
+                                cuda_conv.as_deref().map(|r| parse_rung(r, p)).transpose()?;
+                            bench::dcgan(
+                                batch_size, image_size, threads, iters, device, p, graph, rung,
+                            )
                         })
                     })
                     .and_then(|r| r)
@@ -244,6 +255,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The CUDA conv rung named `name`, which must multiply in precision `p`'s type (the matrix
+/// products and the CPU-side rounding follow the precision).
+fn parse_rung(name: &str, p: gantry::Precision) -> gantry::Result<CudaConv> {
+    let names = CudaConv::ALL.map(CudaConv::name).join(", ");
+    let rung = CudaConv::from_name(name).ok_or_else(|| {
+        gantry::Error::invalid(
+            "bench",
+            format!("no CUDA conv rung {name:?} (rungs: {names})"),
+        )
+    })?;
+    let ty = match rung {
+        CudaConv::TensorCore(t) | CudaConv::Hopper(t) => Some(t),
+        CudaConv::Direct | CudaConv::Tiled => None,
+    };
+    if ty != p.tensor_core() {
+        return Err(gantry::Error::invalid(
+            "bench",
+            format!("rung {name} does not multiply in precision {}", p.name()),
+        ));
+    }
+    Ok(rung)
 }
 
 /// `bench conv --device cuda[:N]`: every rung of the CUDA ladder (see `src/bench_cuda.rs`).

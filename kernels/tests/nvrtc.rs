@@ -80,11 +80,21 @@ fn the_tensor_core_kernels_the_rust_side_names_are_in_the_cubin() {
     if !nvrtc_or_skip() {
         return;
     }
-    let c = compile(&gantry_kernels::conv::cuda::TC_SOURCE, (9, 0)).unwrap();
-    for name in gantry_kernels::conv::cuda::tc::KERNELS.iter().flatten() {
+    use gantry_kernels::conv::cuda::{tc, TC_SOURCE, WG_SOURCE};
+    let c = compile(&TC_SOURCE, (9, 0)).unwrap();
+    for name in tc::KERNELS.iter().flatten() {
         assert!(
             c.cubin.windows(name.len()).any(|w| w == name.as_bytes()),
             "{name} not in conv_tc's CUBIN"
+        );
+    }
+    // The Hopper rung: its source refuses (#error) a 9.0 build without sm_90a's wgmma, so
+    // this compile also proves the wgmma path was built.
+    let c = compile(&WG_SOURCE, (9, 0)).unwrap();
+    for name in tc::WG_KERNELS.iter().flatten() {
+        assert!(
+            c.cubin.windows(name.len()).any(|w| w == name.as_bytes()),
+            "{name} not in conv_wgmma's CUBIN"
         );
     }
 }

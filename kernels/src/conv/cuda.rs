@@ -36,6 +36,18 @@ pub const TC_SOURCE: Source = Source {
     ),
 };
 
+/// The Hopper rung ([`CudaConv::Hopper`]): `conv_wgmma.cu` after the tensor-core source,
+/// whose packs, passes and copies it reuses. Its kernels run on compute capability 9.0 only.
+pub const WG_SOURCE: Source = Source {
+    name: "conv_wgmma",
+    code: concat!(
+        include_str!("../cuda_rt/common.cuh"),
+        include_str!("geom.cuh"),
+        include_str!("conv_tc.cu"),
+        include_str!("conv_wgmma.cu")
+    ),
+};
+
 /// [`Conv2dGeom`] as `conv.cu`'s `struct ConvGeom`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -258,6 +270,10 @@ pub enum CudaConv {
     Tiled,
     /// `conv_tc.cu`: tensor-core implicit GEMM on packed NHWC operands (sm_80 and newer).
     TensorCore(TcType),
+    /// `conv_wgmma.cu`: the same operands fed to Hopper's warpgroup MMA (`wgmma.mma_async`
+    /// from shared-memory descriptors) for forward and backward-data; backward-weight runs
+    /// the [`CudaConv::TensorCore`] kernel. Compute capability 9.0 only.
+    Hopper(TcType),
 }
 
 /// What the tensor cores multiply: the inputs are rounded to this type when they are packed;
@@ -302,12 +318,15 @@ impl TcType {
 }
 
 impl CudaConv {
-    pub const ALL: [CudaConv; 5] = [
+    pub const ALL: [CudaConv; 8] = [
         CudaConv::Direct,
         CudaConv::Tiled,
         CudaConv::TensorCore(TcType::Tf32),
         CudaConv::TensorCore(TcType::Bf16),
         CudaConv::TensorCore(TcType::F16),
+        CudaConv::Hopper(TcType::Tf32),
+        CudaConv::Hopper(TcType::Bf16),
+        CudaConv::Hopper(TcType::F16),
     ];
 
     /// The rung's name on the command line and in benchmark rows.
@@ -318,6 +337,9 @@ impl CudaConv {
             CudaConv::TensorCore(TcType::Bf16) => "tc-bf16",
             CudaConv::TensorCore(TcType::F16) => "tc-f16",
             CudaConv::TensorCore(TcType::Tf32) => "tc-tf32",
+            CudaConv::Hopper(TcType::Bf16) => "wg-bf16",
+            CudaConv::Hopper(TcType::F16) => "wg-f16",
+            CudaConv::Hopper(TcType::Tf32) => "wg-tf32",
         }
     }
 
@@ -326,22 +348,30 @@ impl CudaConv {
         CudaConv::ALL.into_iter().find(|r| r.name() == name)
     }
 
-    /// Whether `gpu` can run this rung (the tensor-core rungs need compute capability 8.0).
+    /// Whether `gpu` can run this rung (the tensor-core rungs need compute capability 8.0,
+    /// the Hopper rungs exactly 9.0: their CUBIN is built for sm_90a).
     pub fn supported(self, gpu: &Gpu) -> bool {
-        !matches!(self, CudaConv::TensorCore(_)) || gpu.arch() >= (8, 0)
+        match self {
+            CudaConv::Direct | CudaConv::Tiled => true,
+            CudaConv::TensorCore(_) => gpu.arch() >= (8, 0),
+            CudaConv::Hopper(_) => gpu.arch() == (9, 0),
+        }
     }
 
     fn check(self, gpu: &Gpu, op: &str) -> Result<()> {
         if self.supported(gpu) {
-            Ok(())
-        } else {
-            Err(CudaError(format!(
-                "{op}: the {} rung needs compute capability 8.0 or newer; {gpu:?} has {}.{}",
-                self.name(),
-                gpu.arch().0,
-                gpu.arch().1
-            )))
+            return Ok(());
         }
+        let needs = match self {
+            CudaConv::Hopper(_) => "compute capability 9.0 (Hopper)",
+            _ => "compute capability 8.0 or newer",
+        };
+        Err(CudaError(format!(
+            "{op}: the {} rung needs {needs}; {gpu:?} has {}.{}",
+            self.name(),
+            gpu.arch().0,
+            gpu.arch().1
+        )))
     }
 
     /// `y = conv(x, w) + bias` on this rung.
@@ -372,7 +402,8 @@ impl CudaConv {
         match self {
             CudaConv::Direct => conv2d_forward(gpu, x, w, ep, g),
             CudaConv::Tiled => tiled::forward(gpu, x, w, ep, g),
-            CudaConv::TensorCore(t) => tc::forward(gpu, t, x, w, ep, g),
+            CudaConv::TensorCore(t) => tc::forward(gpu, t, tc::Mma::Sync, x, w, ep, g),
+            CudaConv::Hopper(t) => tc::forward(gpu, t, tc::Mma::Wgmma, x, w, ep, g),
         }
     }
 
@@ -404,7 +435,8 @@ impl CudaConv {
         match self {
             CudaConv::Direct => conv2d_backward_data(gpu, dy, w, ep, g),
             CudaConv::Tiled => tiled::backward_data(gpu, dy, w, ep, g),
-            CudaConv::TensorCore(t) => tc::backward_data(gpu, t, dy, w, ep, g),
+            CudaConv::TensorCore(t) => tc::backward_data(gpu, t, tc::Mma::Sync, dy, w, ep, g),
+            CudaConv::Hopper(t) => tc::backward_data(gpu, t, tc::Mma::Wgmma, dy, w, ep, g),
         }
     }
 
@@ -420,7 +452,7 @@ impl CudaConv {
         match self {
             CudaConv::Direct => conv2d_backward_weight(gpu, x, dy, g),
             CudaConv::Tiled => tiled::backward_weight(gpu, x, dy, g),
-            CudaConv::TensorCore(t) => tc::backward_weight(gpu, t, x, dy, g),
+            CudaConv::TensorCore(t) | CudaConv::Hopper(t) => tc::backward_weight(gpu, t, x, dy, g),
         }
     }
 }
@@ -605,8 +637,23 @@ pub mod tc {
         ],
     ];
 
-    fn kernel(t: TcType, pass: usize) -> &'static str {
-        KERNELS[t as usize][pass]
+    /// The Hopper rung's main-loop kernels (`conv_wgmma.cu`), per type: forward and
+    /// backward-data.
+    pub const WG_KERNELS: [[&str; 2]; 3] = [
+        ["wg_forward_bf16", "wg_backward_data_bf16"],
+        ["wg_forward_f16", "wg_backward_data_f16"],
+        ["wg_forward_tf32", "wg_backward_data_tf32"],
+    ];
+    /// `conv_wgmma.cu`'s dynamic shared memory: 4 stages of two 8 KiB tiles.
+    pub const WG_SMEM_BYTES: u32 = 65_536;
+
+    /// Which tensor-core instruction a pass's main loop runs.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Mma {
+        /// `mma.sync` fed by `ldmatrix` (`conv_tc.cu`; sm_80+).
+        Sync,
+        /// `wgmma.mma_async` from shared-memory descriptors (`conv_wgmma.cu`; 9.0 only).
+        Wgmma,
     }
 
     /// A packed copy of `src`: `dst[(b·P + p)·cp + c] = src[b·sb + p·sp + c·sc]` for `c < C`,
@@ -645,28 +692,33 @@ pub mod tc {
         Ok(dst)
     }
 
-    /// Kernel `pass` (0 forward, 1 backward-data, 2 backward-weight) of type `t`, allowed its
-    /// dynamic shared memory, and the launch configuration for `grid`.
+    /// Kernel `pass` (0 forward, 1 backward-data, 2 backward-weight, the last `Sync` only)
+    /// of type `t` on instruction `mma`, allowed its dynamic shared memory, and the launch
+    /// configuration for `grid` (both kernels compute 128 × 128 tiles with 256 threads).
     fn main_kernel(
         gpu: &Gpu,
         t: TcType,
+        mma: Mma,
         pass: usize,
         grid: (u32, u32, u32),
     ) -> Result<(cudarc::driver::CudaFunction, &'static str, LaunchConfig)> {
-        let name = kernel(t, pass);
-        let f = gpu.function(&TC_SOURCE, name)?;
+        let (src, name, smem) = match mma {
+            Mma::Sync => (&TC_SOURCE, KERNELS[t as usize][pass], SMEM_BYTES),
+            Mma::Wgmma => (&WG_SOURCE, WG_KERNELS[t as usize][pass], WG_SMEM_BYTES),
+        };
+        let f = gpu.function(src, name)?;
         // Above 48 KiB of dynamic shared memory a kernel must opt in.
         crate::cuda_rt::driver(
             "setting the shared-memory size of a tensor-core kernel",
             f.set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                SMEM_BYTES as i32,
+                smem as i32,
             ),
         )?;
         let cfg = LaunchConfig {
             grid_dim: grid,
             block_dim: (256, 1, 1),
-            shared_mem_bytes: SMEM_BYTES,
+            shared_mem_bytes: smem,
         };
         Ok((f, name, cfg))
     }
@@ -719,6 +771,7 @@ pub mod tc {
     pub fn forward(
         gpu: &Gpu,
         t: TcType,
+        mma: Mma,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
         ep: EpilogueArgs,
@@ -748,7 +801,7 @@ pub mod tc {
             k: (taps * cp) as u64,
             tiles_per_split: (taps * cp).div_ceil(tile_k(t)) as u64,
         };
-        let (f, name, cfg) = main_kernel(gpu, t, 0, grid("conv2d", m, g.c_out, 1)?)?;
+        let (f, name, cfg) = main_kernel(gpu, t, mma, 0, grid("conv2d", m, g.c_out, 1)?)?;
         let mut l = gpu.stream().launch_builder(&f);
         l.arg(&tg).arg(&xp).arg(&wp).arg(&ep).arg(&mut y);
         // SAFETY: tc_forward_*(TcGeom, const T* x, const T* w, Epilogue e, float* y): the
@@ -762,6 +815,7 @@ pub mod tc {
     pub fn backward_data(
         gpu: &Gpu,
         t: TcType,
+        mma: Mma,
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
         ep: EpilogueArgs,
@@ -798,7 +852,8 @@ pub mod tc {
             k: (taps * cop) as u64,
             tiles_per_split: (taps * cop).div_ceil(tile_k(t)) as u64,
         };
-        let (f, name, cfg) = main_kernel(gpu, t, 1, grid("conv2d_backward_data", m, g.c_in, 1)?)?;
+        let (f, name, cfg) =
+            main_kernel(gpu, t, mma, 1, grid("conv2d_backward_data", m, g.c_in, 1)?)?;
         let mut l = gpu.stream().launch_builder(&f);
         l.arg(&tg).arg(&dyp).arg(&wp).arg(&ep).arg(&mut dx);
         // SAFETY: tc_backward_data_*(TcGeom, const T* dy, const T* w, Epilogue e, float* dx),
@@ -844,7 +899,7 @@ pub mod tc {
         };
         let mut partial = gpu.alloc_f32(splits * g.c_out * cols)?;
         let op = "conv2d_backward_weight";
-        let (f, name, cfg) = main_kernel(gpu, t, 2, grid(op, g.c_out, cols, splits)?)?;
+        let (f, name, cfg) = main_kernel(gpu, t, Mma::Sync, 2, grid(op, g.c_out, cols, splits)?)?;
         let mut l = gpu.stream().launch_builder(&f);
         l.arg(&tg).arg(&xp).arg(&dyp).arg(&mut partial);
         // SAFETY: tc_backward_weight_*(TcGeom, const T* x, const T* dy, float* partial);
@@ -910,7 +965,7 @@ pub mod tc {
         };
         // Packed values per f32 word: the views below step in f32 units.
         let per_word = 4 / t.size();
-        let (f, name, cfg) = main_kernel(gpu, t, 0, grid("matmul", m, n, 1)?)?;
+        let (f, name, cfg) = main_kernel(gpu, t, Mma::Sync, 0, grid("matmul", m, n, 1)?)?;
         for bi in 0..batch {
             let av = ap.slice(bi * m * kp / per_word..);
             let bv = bp.slice(bi * n * kp / per_word..);

@@ -163,7 +163,7 @@ pub fn check_ladder(gpu: &Gpu, seed: u64) -> Result<Vec<LadderReport>> {
                 continue;
             }
             let t = match rung {
-                CudaConv::TensorCore(t) => Some(t),
+                CudaConv::TensorCore(t) | CudaConv::Hopper(t) => Some(t),
                 _ => None,
             };
             let (xr, wr, dyr) = (rounded(t, &x), rounded(t, &w), rounded(t, &dy));

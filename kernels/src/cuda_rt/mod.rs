@@ -104,6 +104,7 @@ pub const SOURCES: &[Source] = &[
     crate::conv::cuda::SOURCE,
     crate::conv::cuda::TILED_SOURCE,
     crate::conv::cuda::TC_SOURCE,
+    crate::conv::cuda::WG_SOURCE,
     crate::batch_norm::cuda::SOURCE,
     crate::resample::cuda::SOURCE,
     crate::loss::cuda::SOURCE,
@@ -131,8 +132,11 @@ pub fn compile(src: &Source, arch: (u32, u32)) -> Result<Compiled> {
         .map_err(|_| CudaError(format!("{}.cu holds a NUL byte", src.name)))?;
     let name = CString::new(format!("{}.cu", src.name)).expect("source names hold no NUL");
     let prog = result::create_program(&code, Some(&name)).map_err(|e| fail("create", e))?;
+    // Hopper (9.0) compiles for sm_90a, whose code runs on 9.0 alone, for its
+    // architecture-specific instructions (the wgmma rung, conv_wgmma.cu).
+    let suffix = if arch == (9, 0) { "a" } else { "" };
     let options = [
-        format!("--gpu-architecture=sm_{}{}", arch.0, arch.1),
+        format!("--gpu-architecture=sm_{}{}{suffix}", arch.0, arch.1),
         "--std=c++17".to_string(),
         // No --use_fast_math: the kernels must compute what the CPU computes (approximate
         // expf/logf would not). Multiply-adds may contract to FMA, as the CPU's SIMD kernels do.
