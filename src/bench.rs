@@ -496,7 +496,7 @@ pub fn dcgan(
         "threads": threads,
         "device": device.to_string(),
         "precision": precision.name(),
-        "cuda_conv": rung.name(),
+        "cuda_conv": matches!(device, Device::Cuda(_)).then(|| rung.name()),
         "iters": ms.len(),
         "step_ms": median,
         "step_ms_min": ms[0],

@@ -226,6 +226,12 @@ fn main() -> ExitCode {
                         train_cli::with_threads(Some(threads), || {
                             let p: gantry::Precision = precision.parse()?;
                             let graph = !no_cuda_graph;
+                            if cuda_conv.is_some() && device == Device::Cpu {
+                                return Err(gantry::Error::invalid(
+                                    "bench",
+                                    "--cuda-conv picks a CUDA rung: it needs --device cuda",
+                                ));
+                            }
                             let rung =
                                 cuda_conv.as_deref().map(|r| parse_rung(r, p)).transpose()?;
                             bench::dcgan(

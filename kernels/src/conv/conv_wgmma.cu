@@ -34,7 +34,7 @@
 //
 // Only the K-major passes run here (forward and backward-data, and with them a transposed
 // convolution's forward); backward-weight's operands are pixel-major, and runs on the mma.sync
-// kernel of rung 3/4 (kernels::conv::cuda::hopper).
+// kernel of rung 3/4 (CudaConv::Hopper in kernels::conv::cuda).
 //
 // Where the time goes (to be measured with ncu on an H100): each warpgroup waits for its own
 // MMAs at the end of every K tile (wait_group 0), so the tensor cores idle across the barrier;
@@ -85,6 +85,14 @@ __device__ __forceinline__ void wg_wait_all() {
 }
 __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+// The accumulators are written by the tensor cores between an mma_async and its wait, behind
+// the compiler's back: this empty asm claims to read and write all 64 of them, so no access
+// to them moves across the point where it stands (before the MMAs, after the wait).
+__device__ __forceinline__ void wg_pin(float d[64]) {
+#pragma unroll
+    for (u32 i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 // The 64 accumulator operands of an m64n128 wgmma, and the instruction's tail: A and B by
@@ -174,6 +182,7 @@ __device__ void wg_main_loop(const Pass& pass, float d[64]) {
         cp_async_commit();
 
         const unsigned char* st = smem + (it % WG_STAGES) * WG_STAGE_BYTES;
+        wg_pin(d);
         wg_fence();
 #pragma unroll
         for (u32 ks = 0; ks < 2; ++ks) {
@@ -185,6 +194,7 @@ __device__ void wg_main_loop(const Pass& pass, float d[64]) {
         }
         wg_commit();
         wg_wait_all();
+        wg_pin(d);
     }
     cp_async_wait<0>();
 #else

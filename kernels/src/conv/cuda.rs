@@ -6,6 +6,7 @@ use crate::cuda_launch;
 use crate::cuda_rt::{grid_1d, ptr_or_null, CudaError, Gpu, Result, Source};
 use crate::elementwise::{cuda::unary_code, UnaryOp};
 use cudarc::driver::{CudaSlice, DeviceRepr};
+use std::marker::PhantomData;
 
 pub const SOURCE: Source = Source {
     name: "conv",
@@ -126,34 +127,53 @@ impl ConvGeom {
 
 /// [`super::Epilogue`] as the kernels take it (`geom.cuh`'s `struct Epilogue`): a device
 /// pointer to the bias or null, and the activation's code (−1 for none) and parameter.
+/// It borrows the bias buffer for `'a`, so the buffer outlives every launch that takes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct EpilogueArgs {
+pub struct EpilogueArgs<'a> {
     bias: u64,
     act: i32,
     p: f32,
+    _bias: PhantomData<&'a CudaSlice<f32>>,
 }
 
-// SAFETY: plain old data laid out as `struct Epilogue` (static_assert'ed to 16 bytes there).
-unsafe impl DeviceRepr for EpilogueArgs {}
+// SAFETY: plain old data laid out as `struct Epilogue` (static_assert'ed to 16 bytes there;
+// the marker takes no space).
+unsafe impl DeviceRepr for EpilogueArgs<'_> {}
 
-impl EpilogueArgs {
+impl EpilogueArgs<'static> {
     /// Stores the value as it is.
-    pub const NONE: EpilogueArgs = EpilogueArgs {
+    pub const NONE: EpilogueArgs<'static> = EpilogueArgs {
         bias: 0,
         act: -1,
         p: 0.0,
+        _bias: PhantomData,
     };
+}
 
-    /// `act(v + bias[channel])`; the bias must stay alive until the kernel has run (it is
-    /// borrowed for the call that launches it).
-    pub fn new(gpu: &Gpu, bias: Option<&CudaSlice<f32>>, act: Option<UnaryOp>) -> Self {
+impl<'a> EpilogueArgs<'a> {
+    /// `act(v + bias[channel])` over `channels` output channels; `op` names the pass in the
+    /// error a short bias gets.
+    pub fn new(
+        gpu: &Gpu,
+        op: &str,
+        bias: Option<&'a CudaSlice<f32>>,
+        act: Option<UnaryOp>,
+        channels: usize,
+    ) -> Result<Self> {
+        if let Some(b) = bias.filter(|b| b.len() < channels) {
+            return Err(CudaError(format!(
+                "{op}: the bias has {} values for {channels} channels",
+                b.len()
+            )));
+        }
         let (act, p) = act.map_or((-1, 0.0), unary_code);
-        EpilogueArgs {
+        Ok(EpilogueArgs {
             bias: ptr_or_null(gpu, bias),
             act,
             p,
-        }
+            _bias: PhantomData,
+        })
     }
 
     fn is_none(&self) -> bool {
@@ -189,7 +209,7 @@ pub fn conv2d_forward(
     gpu: &Gpu,
     x: &CudaSlice<f32>,
     w: &CudaSlice<f32>,
-    ep: EpilogueArgs,
+    ep: EpilogueArgs<'_>,
     g: &Conv2dGeom,
 ) -> Result<CudaSlice<f32>> {
     let cg = ConvGeom::new(g)?;
@@ -214,7 +234,7 @@ pub fn conv2d_backward_data(
     gpu: &Gpu,
     dy: &CudaSlice<f32>,
     w: &CudaSlice<f32>,
-    ep: EpilogueArgs,
+    ep: EpilogueArgs<'_>,
     g: &Conv2dGeom,
 ) -> Result<CudaSlice<f32>> {
     let cg = ConvGeom::new(g)?;
@@ -398,7 +418,7 @@ impl CudaConv {
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         self.check(gpu, "conv2d")?;
-        let ep = EpilogueArgs::new(gpu, bias, act);
+        let ep = EpilogueArgs::new(gpu, "conv2d", bias, act, g.c_out)?;
         match self {
             CudaConv::Direct => conv2d_forward(gpu, x, w, ep, g),
             CudaConv::Tiled => tiled::forward(gpu, x, w, ep, g),
@@ -431,7 +451,7 @@ impl CudaConv {
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         self.check(gpu, "conv2d_backward_data")?;
-        let ep = EpilogueArgs::new(gpu, bias, act);
+        let ep = EpilogueArgs::new(gpu, "conv2d_backward_data", bias, act, g.c_in)?;
         match self {
             CudaConv::Direct => conv2d_backward_data(gpu, dy, w, ep, g),
             CudaConv::Tiled => tiled::backward_data(gpu, dy, w, ep, g),
@@ -504,7 +524,7 @@ pub mod tiled {
         gpu: &Gpu,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
-        ep: EpilogueArgs,
+        ep: EpilogueArgs<'_>,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         let cg = ConvGeom::new(g)?;
@@ -526,7 +546,7 @@ pub mod tiled {
         gpu: &Gpu,
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
-        ep: EpilogueArgs,
+        ep: EpilogueArgs<'_>,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         let cg = ConvGeom::new(g)?;
@@ -702,9 +722,14 @@ pub mod tc {
         pass: usize,
         grid: (u32, u32, u32),
     ) -> Result<(cudarc::driver::CudaFunction, &'static str, LaunchConfig)> {
-        let (src, name, smem) = match mma {
-            Mma::Sync => (&TC_SOURCE, KERNELS[t as usize][pass], SMEM_BYTES),
-            Mma::Wgmma => (&WG_SOURCE, WG_KERNELS[t as usize][pass], WG_SMEM_BYTES),
+        let (src, name, smem) = match (mma, WG_KERNELS[t as usize].get(pass)) {
+            (Mma::Sync, _) => (&TC_SOURCE, KERNELS[t as usize][pass], SMEM_BYTES),
+            (Mma::Wgmma, Some(name)) => (&WG_SOURCE, *name, WG_SMEM_BYTES),
+            (Mma::Wgmma, None) => {
+                return Err(CudaError(format!(
+                    "the wgmma kernels run forward and backward-data, not pass {pass}"
+                )))
+            }
         };
         let f = gpu.function(src, name)?;
         // Above 48 KiB of dynamic shared memory a kernel must opt in.
@@ -774,7 +799,7 @@ pub mod tc {
         mma: Mma,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
-        ep: EpilogueArgs,
+        ep: EpilogueArgs<'_>,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         let cg = ConvGeom::new(g)?;
@@ -804,8 +829,9 @@ pub mod tc {
         let (f, name, cfg) = main_kernel(gpu, t, mma, 0, grid("conv2d", m, g.c_out, 1)?)?;
         let mut l = gpu.stream().launch_builder(&f);
         l.arg(&tg).arg(&xp).arg(&wp).arg(&ep).arg(&mut y);
-        // SAFETY: tc_forward_*(TcGeom, const T* x, const T* w, Epilogue e, float* y): the
-        // packs hold what `tg` describes, `ep`'s bias is null or c_out values, `y` the output.
+        // SAFETY: tc_forward_* (and wg_forward_*) take (TcGeom, const T* x, const T* w,
+        // Epilogue e, float* y): the packs hold what `tg` describes, `ep`'s bias is null or
+        // at least c_out values (checked by EpilogueArgs::new), `y` the output.
         launched(name, unsafe { l.launch(cfg) })?;
         gpu.recycle(xp);
         gpu.recycle(wp);
@@ -818,13 +844,12 @@ pub mod tc {
         mma: Mma,
         dy: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
-        ep: EpilogueArgs,
+        ep: EpilogueArgs<'_>,
         g: &Conv2dGeom,
     ) -> Result<CudaSlice<f32>> {
         let cg = ConvGeom::new(g)?;
-        let mut dx = gpu.alloc_f32(g.input_len())?;
         if g.input_len() == 0 {
-            return Ok(dx);
+            return gpu.alloc_f32(0);
         }
         if g.output_len_total() == 0 || g.weight_len() == 0 {
             // Nothing to sum: zeros, then the epilogue (a bias and activation still apply).
@@ -832,6 +857,7 @@ pub mod tc {
             ep.apply(gpu, &mut dx, g.c_in, g.h * g.w)?;
             return Ok(dx);
         }
+        let mut dx = gpu.alloc_f32(g.input_len())?;
         let (taps, cop) = (g.kh * g.kw, round8(g.c_out));
         let dyp = pack_output(gpu, t, dy, g)?;
         // w[co][ci][i][j] → [ci][i][j][co]
@@ -856,8 +882,9 @@ pub mod tc {
             main_kernel(gpu, t, mma, 1, grid("conv2d_backward_data", m, g.c_in, 1)?)?;
         let mut l = gpu.stream().launch_builder(&f);
         l.arg(&tg).arg(&dyp).arg(&wp).arg(&ep).arg(&mut dx);
-        // SAFETY: tc_backward_data_*(TcGeom, const T* dy, const T* w, Epilogue e, float* dx),
-        // buffers as `tg` describes, `ep`'s bias null or c_in values.
+        // SAFETY: tc_backward_data_* (and wg_backward_data_*) take (TcGeom, const T* dy,
+        // const T* w, Epilogue e, float* dx): buffers as `tg` describes, `ep`'s bias null or
+        // at least c_in values (checked by EpilogueArgs::new).
         launched(name, unsafe { l.launch(cfg) })?;
         gpu.recycle(dyp);
         gpu.recycle(wp);

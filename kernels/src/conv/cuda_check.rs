@@ -16,7 +16,7 @@
 use super::cuda::{tc, CudaConv, TcType};
 use super::{reference, Conv2dGeom};
 use crate::cuda_rt::{Gpu, Result};
-use crate::elementwise::UnaryOp;
+use crate::elementwise::{cuda as ew, BinaryOp, BroadcastGeom, UnaryOp};
 use crate::gemm::GemmGeom;
 
 /// One checked pass of one rung on one geometry.
@@ -189,6 +189,54 @@ pub fn check_ladder(gpu: &Gpu, seed: u64) -> Result<Vec<LadderReport>> {
                 rung.forward_fused(gpu, &xd, &wd, Some(&bd), Some(leaky), &g)?,
                 rung.backward_data_fused(gpu, &dyd, &wd, Some(&bid), Some(tanh), &g)?,
             ];
+            // The fused passes against the same rung's plain pass followed by the separate
+            // elementwise kernels (the ops the fusion replaces): every value's bits equal
+            // (the row's error is the count of values that differ).
+            let separate_fwd = {
+                let y = rung.forward(gpu, &xd, &wd, Some(&bd), &g)?;
+                let out = ew::unary(gpu, leaky, &y, g.output_len_total())?;
+                gpu.recycle(y);
+                out
+            };
+            let separate_bd = {
+                let dx = rung.backward_data(gpu, &dyd, &wd, &g)?;
+                let dims = [g.n, g.c_in, g.h, g.w];
+                let geom = BroadcastGeom::new(&dims, &[1, g.c_in, 1, 1]).expect("broadcasts");
+                let biased = ew::binary(gpu, BinaryOp::Add, &dx, &bid, &geom)?;
+                let out = ew::unary(gpu, tanh, &biased, g.input_len())?;
+                gpu.recycle(dx);
+                gpu.recycle(biased);
+                out
+            };
+            let bit_rows = [
+                (
+                    "fused forward = separate ops (values differing)",
+                    separate_fwd,
+                    3,
+                ),
+                (
+                    "fused backward_data = separate ops (values differing)",
+                    separate_bd,
+                    4,
+                ),
+            ];
+            for (pass, separate, i) in bit_rows {
+                let n = if i == 3 {
+                    g.output_len_total()
+                } else {
+                    g.input_len()
+                };
+                let (a, b) = (gpu.download(&got[i], n)?, gpu.download(&separate, n)?);
+                let differ = a.iter().zip(&b).filter(|(a, b)| a.to_bits() != b.to_bits());
+                reports.push(LadderReport {
+                    rung: rung.name(),
+                    pass,
+                    geom: describe(&g),
+                    max_error: differ.count() as f64,
+                    tolerance: 0.0,
+                });
+                gpu.recycle(separate);
+            }
             let tolerance = if t.is_some() { 5e-4 } else { 1e-4 };
             let passes = [
                 "forward",

@@ -619,9 +619,9 @@ impl Job<'_> {
     }
 }
 
-/// Writes a finished block to the destination, adding the bias: `cb[row·ocp + ch]` for each
-/// `(position, row)` of `at` (sorted by position), in runs of up to 16 pixels at adjacent
-/// positions, transposed 16 channels at a time.
+/// Writes a finished block to the destination, applying the job's epilogue (bias, activation)
+/// first: `cb[row·ocp + ch]` for each `(position, row)` of `at` (sorted by position), in runs
+/// of up to 16 pixels at adjacent positions, transposed 16 channels at a time.
 ///
 /// # Safety
 /// `dst` holds every position of `at` and every channel, and no other thread writes them.
@@ -989,9 +989,7 @@ pub(super) fn forward_with(
 ) {
     g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
     check_geometry("conv2d", g);
-    if let Some(b) = ep.bias {
-        assert_eq!(b.len(), g.c_out, "conv2d: bias length");
-    }
+    ep.check("conv2d", g.c_out);
     if y.is_empty() {
         return;
     }
@@ -1115,6 +1113,7 @@ pub(super) fn backward_data_with(
 ) {
     g.assert_buffers("conv2d backward_data", [dx.len(), w.len(), dy.len()]);
     check_geometry("conv2d backward_data", g);
+    ep.check("conv2d backward_data", g.c_in);
     let ([ph, pw], [sh, sw], [dh, dw]) = (g.pad, g.stride, g.dilation);
     // Phases that no tap reaches (a kernel shorter than the stride) keep zeros.
     let untouched = (0..sh).any(|r| phase_taps(g.kh, sh, dh, r).is_empty())

@@ -42,6 +42,14 @@ impl Epilogue<'_> {
         self.bias.is_none() && self.act.is_none()
     }
 
+    /// Panics unless the bias (if any) has one value per channel: the kernels index it by
+    /// channel.
+    pub fn check(&self, op: &str, channels: usize) {
+        if let Some(b) = self.bias {
+            assert_eq!(b.len(), channels, "{op}: bias length");
+        }
+    }
+
     /// Applies it to one output pixel's (or one tile row's) channels `v[c]`, in the order
     /// the separate ops would: the bias add first, then the activation.
     #[inline]
@@ -61,9 +69,7 @@ impl Epilogue<'_> {
         if self.is_identity() || y.is_empty() {
             return;
         }
-        if let Some(b) = self.bias {
-            assert_eq!(b.len(), channels, "epilogue: bias length");
-        }
+        self.check("epilogue", channels);
         assert_eq!(y.len() % (channels * plane), 0, "epilogue: buffer length");
         // Planes can be tiny (a 4x4 map): group them into tasks of about 16 Ki values.
         let min = (1 << 14) / plane + 1;
@@ -257,6 +263,7 @@ impl ConvVariant {
     /// [`ConvVariant::forward`] with an activation too: `y = act(conv(x, w) + bias)`. The
     /// direct rungs apply it to each tile as they store it; the others in one pass after.
     pub fn forward_fused(self, x: &[f32], w: &[f32], ep: Epilogue, y: &mut [f32], g: &Conv2dGeom) {
+        ep.check("conv2d", g.c_out);
         let isa = match self {
             ConvVariant::Direct => Some(lanes::PackIsa::best()),
             ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
@@ -285,6 +292,7 @@ impl ConvVariant {
         dx: &mut [f32],
         g: &Conv2dGeom,
     ) {
+        ep.check("conv2d backward_data", g.c_in);
         let isa = match self {
             ConvVariant::Direct => Some(lanes::PackIsa::best()),
             ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),

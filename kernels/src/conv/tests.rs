@@ -273,6 +273,7 @@ mod fast {
             Some(UnaryOp::LeakyRelu(0.2)),
             Some(UnaryOp::Tanh),
             Some(UnaryOp::Sigmoid),
+            Some(UnaryOp::LeakyRelu(0.0)),
         ];
         for (i, act) in acts.into_iter().enumerate() {
             // Every other case without a bias.

@@ -193,4 +193,52 @@ mod tests {
         assert_eq!(dx, [0.1, 1.0, 0.5, 1.0]);
         assert_eq!(dw, [-1.0, -4.0]);
     }
+
+    /// The ops that claim it take the same derivative from the output as from the input, on
+    /// awkward values: signed zeros, infinities, NaN, subnormals, and slopes 0, −0, tiny, 1.
+    #[test]
+    fn derivative_from_output_holds_where_claimed() {
+        let xs = [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE / 4.0,
+            -f32::MIN_POSITIVE / 4.0,
+            3.5e-3,
+            -7.25,
+        ];
+        let ops = [
+            UnaryOp::Relu,
+            UnaryOp::Tanh,
+            UnaryOp::Sigmoid,
+            UnaryOp::LeakyRelu(0.0),
+            UnaryOp::LeakyRelu(-0.0),
+            UnaryOp::LeakyRelu(1e-30),
+            UnaryOp::LeakyRelu(0.2),
+            UnaryOp::LeakyRelu(1.0),
+        ];
+        for op in ops {
+            assert!(op.derivative_from_output(), "{op:?}");
+            for x in xs {
+                let y = op.apply(x);
+                let (from_x, from_y) = (op.derivative(x, y), op.derivative(y, y));
+                assert!(
+                    from_x.to_bits() == from_y.to_bits() || (from_x.is_nan() && from_y.is_nan()),
+                    "{op:?} at {x}: {from_x} from the input, {from_y} from the output"
+                );
+            }
+        }
+        for op in [
+            UnaryOp::LeakyRelu(-0.1),
+            UnaryOp::Exp,
+            UnaryOp::Abs,
+            UnaryOp::MulScalar(2.0),
+        ] {
+            assert!(!op.derivative_from_output(), "{op:?}");
+        }
+    }
 }
