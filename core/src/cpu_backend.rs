@@ -6,7 +6,7 @@
 use crate::storage::{CpuElem, CpuStorage};
 use crate::{DType, Error, Result};
 use gantry_kernels::batch_norm::BatchNormGeom;
-use gantry_kernels::conv::{Conv2dGeom, Epilogue};
+use gantry_kernels::conv::{Conv2dGeom, ConvVariant, Epilogue};
 use gantry_kernels::elementwise::{BinaryOp, BroadcastGeom, UnaryOp};
 use gantry_kernels::gemm::GemmGeom;
 use gantry_kernels::optim::{AdamStep, SgdStep};
@@ -203,6 +203,28 @@ pub fn matmul(a: &CpuStorage, b: &CpuStorage, geom: &GemmGeom) -> Result<CpuStor
     })
 }
 
+/// An f32 conv pass with an epilogue on the fast kernels: `run(x, w, epilogue, out)` on the
+/// operands rounded to the precision, into `len` fresh values.
+fn fused_f32(
+    op: &'static str,
+    [x, w]: [&[f32]; 2],
+    bias: Option<&CpuStorage>,
+    act: Option<UnaryOp>,
+    len: usize,
+    run: impl FnOnce(&[f32], &[f32], Epilogue, &mut [f32]),
+) -> Result<CpuStorage> {
+    let bias = bias.map(|b| view::<f32>(op, b)).transpose()?;
+    let p = crate::precision();
+    let mut y = zeros::<f32>(len);
+    run(
+        &p.round_slice(x),
+        &p.round_slice(w),
+        Epilogue { bias, act },
+        &mut y,
+    );
+    Ok(CpuStorage::F32(y))
+}
+
 /// `act(conv(x, w) + bias)`: the fast f32 kernels apply the activation to each tile as they
 /// store it; for f64 (the gradient checks) the reference conv, then the activation.
 pub fn conv2d(
@@ -213,17 +235,10 @@ pub fn conv2d(
     geom: &Conv2dGeom,
 ) -> Result<CpuStorage> {
     if let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) {
-        let bias = bias.map(|b| view::<f32>("conv2d", b)).transpose()?;
-        let p = crate::precision();
-        let mut y = zeros::<f32>(geom.output_len_total());
-        gantry_kernels::conv::ConvVariant::Auto.forward_fused(
-            &p.round_slice(x),
-            &p.round_slice(w),
-            Epilogue { bias, act },
-            &mut y,
-            geom,
-        );
-        return Ok(CpuStorage::F32(y));
+        let len = geom.output_len_total();
+        return fused_f32("conv2d", [x, w], bias, act, len, |x, w, ep, y| {
+            ConvVariant::Auto.forward_fused(x, w, ep, y, geom)
+        });
     }
     with_float!("conv2d", x.dtype(), T => {
         let (x, w) = (view::<T>("conv2d", x)?, view::<T>("conv2d", w)?);
@@ -249,17 +264,9 @@ pub fn conv_transpose2d(
 ) -> Result<CpuStorage> {
     let op = "conv_transpose2d";
     if let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, w) {
-        let bias = bias.map(|b| view::<f32>(op, b)).transpose()?;
-        let p = crate::precision();
-        let mut y = zeros::<f32>(geom.input_len());
-        gantry_kernels::conv::ConvVariant::Auto.backward_data_fused(
-            &p.round_slice(x),
-            &p.round_slice(w),
-            Epilogue { bias, act },
-            &mut y,
-            geom,
-        );
-        return Ok(CpuStorage::F32(y));
+        return fused_f32(op, [x, w], bias, act, geom.input_len(), |x, w, ep, y| {
+            ConvVariant::Auto.backward_data_fused(x, w, ep, y, geom)
+        });
     }
     with_float!(op, x.dtype(), T => {
         let (x, w) = (view::<T>(op, x)?, view::<T>(op, w)?);

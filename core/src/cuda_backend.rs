@@ -388,19 +388,10 @@ pub fn conv2d(
     act: Option<UnaryOp>,
     geom: &Conv2dGeom,
 ) -> Result<CudaStorage> {
-    let op = "conv2d";
-    let g = same_gpu(op, &[x, w])?;
-    if let Some(b) = bias {
-        same_gpu(op, &[x, b])?;
-    }
-    let bias = bias.map(|b| b.f(op)).transpose()?;
-    let (x, w) = (x.f(op)?, w.f(op)?);
-    wrap(
-        g,
-        op,
-        crate::precision::cuda_conv().forward_fused(g, x, w, bias, act, geom),
-        geom.output_len_total(),
-    )
+    let len = geom.output_len_total();
+    fused_conv("conv2d", [x, w], bias, len, |g, x, w, b| {
+        crate::precision::cuda_conv().forward_fused(g, x, w, b, act, geom)
+    })
 }
 
 /// A transposed convolution's forward, `act(backward_data(x, w) + bias)`, bias and
@@ -412,19 +403,32 @@ pub fn conv_transpose2d(
     act: Option<UnaryOp>,
     geom: &Conv2dGeom,
 ) -> Result<CudaStorage> {
-    let op = "conv_transpose2d";
+    let len = geom.input_len();
+    fused_conv("conv_transpose2d", [x, w], bias, len, |g, x, w, b| {
+        crate::precision::cuda_conv().backward_data_fused(g, x, w, b, act, geom)
+    })
+}
+
+/// Runs a conv pass with an optional bias on the operands' GPU: `run(gpu, x, w, bias)`
+/// gives the `len` output values.
+fn fused_conv(
+    op: &'static str,
+    [x, w]: [&CudaStorage; 2],
+    bias: Option<&CudaStorage>,
+    len: usize,
+    run: impl FnOnce(
+        &Arc<Gpu>,
+        &CudaSlice<f32>,
+        &CudaSlice<f32>,
+        Option<&CudaSlice<f32>>,
+    ) -> cuda_rt::Result<CudaSlice<f32>>,
+) -> Result<CudaStorage> {
     let g = same_gpu(op, &[x, w])?;
     if let Some(b) = bias {
         same_gpu(op, &[x, b])?;
     }
     let bias = bias.map(|b| b.f(op)).transpose()?;
-    let (x, w) = (x.f(op)?, w.f(op)?);
-    wrap(
-        g,
-        op,
-        crate::precision::cuda_conv().backward_data_fused(g, x, w, bias, act, geom),
-        geom.input_len(),
-    )
+    wrap(g, op, run(g, x.f(op)?, w.f(op)?, bias), len)
 }
 
 pub fn conv2d_backward_data(

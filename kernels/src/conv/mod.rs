@@ -260,19 +260,22 @@ impl ConvVariant {
         }
     }
 
+    /// The direct kernel's micro-tile when this variant runs `pass` of `g` on the direct
+    /// kernel (which applies an epilogue to each tile it stores), else `None`.
+    fn direct_isa(self, g: &Conv2dGeom, pass: direct::Pass) -> Option<lanes::PackIsa> {
+        match self {
+            ConvVariant::Direct => Some(lanes::PackIsa::best()),
+            ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
+            ConvVariant::Auto if direct::suits(g, pass) => Some(lanes::PackIsa::best()),
+            _ => None,
+        }
+    }
+
     /// [`ConvVariant::forward`] with an activation too: `y = act(conv(x, w) + bias)`. The
     /// direct rungs apply it to each tile as they store it; the others in one pass after.
     pub fn forward_fused(self, x: &[f32], w: &[f32], ep: Epilogue, y: &mut [f32], g: &Conv2dGeom) {
         ep.check("conv2d", g.c_out);
-        let isa = match self {
-            ConvVariant::Direct => Some(lanes::PackIsa::best()),
-            ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
-            ConvVariant::Auto if direct::suits(g, direct::Pass::Forward) => {
-                Some(lanes::PackIsa::best())
-            }
-            _ => None,
-        };
-        match isa {
+        match self.direct_isa(g, direct::Pass::Forward) {
             Some(isa) => direct::forward_with(x, w, ep, y, g, isa),
             None => {
                 self.forward(x, w, ep.bias, y, g);
@@ -293,15 +296,7 @@ impl ConvVariant {
         g: &Conv2dGeom,
     ) {
         ep.check("conv2d backward_data", g.c_in);
-        let isa = match self {
-            ConvVariant::Direct => Some(lanes::PackIsa::best()),
-            ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
-            ConvVariant::Auto if direct::suits(g, direct::Pass::BackwardData) => {
-                Some(lanes::PackIsa::best())
-            }
-            _ => None,
-        };
-        match isa {
+        match self.direct_isa(g, direct::Pass::BackwardData) {
             Some(isa) => direct::backward_data_with(dy, w, ep, dx, g, isa),
             None => {
                 self.backward_data(dy, w, dx, g);
