@@ -25,10 +25,10 @@ pub fn peak_tflops(gpu: &Gpu, rung: CudaConv) -> Option<f64> {
     } else {
         (66.9, 494.7, 989.4)
     };
-    Some(match rung {
-        CudaConv::Direct | CudaConv::Tiled => f32_,
-        CudaConv::TensorCore(TcType::Tf32) | CudaConv::Hopper(TcType::Tf32) => tf32,
-        CudaConv::TensorCore(_) | CudaConv::Hopper(_) => half,
+    Some(match rung.tensor_core() {
+        None => f32_,
+        Some(TcType::Tf32) => tf32,
+        Some(TcType::Bf16 | TcType::F16) => half,
     })
 }
 

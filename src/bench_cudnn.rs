@@ -46,31 +46,29 @@ pub fn time_pass(
     pass: usize,
 ) -> Result<f64> {
     use half::{bf16, f16};
-    match rung {
-        CudaConv::TensorCore(TcType::Bf16) | CudaConv::Hopper(TcType::Bf16) => typed::<bf16>(
+    match rung.tensor_core() {
+        Some(TcType::Bf16) => typed::<bf16>(
             cudnn,
             gpu,
             g,
             pass,
             sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
         ),
-        CudaConv::TensorCore(TcType::F16) | CudaConv::Hopper(TcType::F16) => typed::<f16>(
+        Some(TcType::F16) => typed::<f16>(
             cudnn,
             gpu,
             g,
             pass,
             sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
         ),
-        CudaConv::TensorCore(TcType::Tf32) | CudaConv::Hopper(TcType::Tf32) => typed::<f32>(
+        Some(TcType::Tf32) => typed::<f32>(
             cudnn,
             gpu,
             g,
             pass,
             sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
         ),
-        CudaConv::Direct | CudaConv::Tiled => {
-            typed::<f32>(cudnn, gpu, g, pass, sys::cudnnMathType_t::CUDNN_FMA_MATH)
-        }
+        None => typed::<f32>(cudnn, gpu, g, pass, sys::cudnnMathType_t::CUDNN_FMA_MATH),
     }
 }
 

@@ -273,11 +273,7 @@ fn parse_rung(name: &str, p: gantry::Precision) -> gantry::Result<CudaConv> {
             format!("no CUDA conv rung {name:?} (rungs: {names})"),
         )
     })?;
-    let ty = match rung {
-        CudaConv::TensorCore(t) | CudaConv::Hopper(t) => Some(t),
-        CudaConv::Direct | CudaConv::Tiled => None,
-    };
-    if ty != p.tensor_core() {
+    if rung.tensor_core() != p.tensor_core() {
         return Err(gantry::Error::invalid(
             "bench",
             format!("rung {name} does not multiply in precision {}", p.name()),

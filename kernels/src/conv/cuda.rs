@@ -363,6 +363,14 @@ impl CudaConv {
         }
     }
 
+    /// The type the rung's tensor cores multiply in, or `None` for the f32 rungs.
+    pub fn tensor_core(self) -> Option<TcType> {
+        match self {
+            CudaConv::TensorCore(t) | CudaConv::Hopper(t) => Some(t),
+            CudaConv::Direct | CudaConv::Tiled => None,
+        }
+    }
+
     /// The rung named `name` (see [`CudaConv::name`]).
     pub fn from_name(name: &str) -> Option<CudaConv> {
         CudaConv::ALL.into_iter().find(|r| r.name() == name)

@@ -162,10 +162,7 @@ pub fn check_ladder(gpu: &Gpu, seed: u64) -> Result<Vec<LadderReport>> {
             if !rung.supported(gpu) {
                 continue;
             }
-            let t = match rung {
-                CudaConv::TensorCore(t) | CudaConv::Hopper(t) => Some(t),
-                _ => None,
-            };
+            let t = rung.tensor_core();
             let (xr, wr, dyr) = (rounded(t, &x), rounded(t, &w), rounded(t, &dy));
             let br: Vec<f64> = bias.iter().map(|&b| b as f64).collect();
             let mut y = vec![0.0f64; g.output_len_total()];
