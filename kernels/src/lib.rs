@@ -27,6 +27,7 @@ pub mod optim;
 pub mod peak;
 pub mod reduce;
 pub mod resample;
+mod scratch;
 
 pub use float::Float;
 

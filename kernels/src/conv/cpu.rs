@@ -64,9 +64,8 @@
 use super::lanes::{Lanes, PackIsa, Portable};
 use super::Conv2dGeom;
 use crate::gemm::cpu::{gemm, write_row, DenseC, PackA, PackB, SendPtr, StoreC, Strided};
+use crate::scratch::Scratch;
 use rayon::prelude::*;
-use std::cell::RefCell;
-use std::ops::{Deref, DerefMut};
 
 /// Splits kernel-tap index `kk` into `(ci, i, j)`.
 #[inline]
@@ -506,61 +505,6 @@ fn forward_plan(x: &[f32], w: &[f32], y: &mut [f32], p: &Plan, accumulate: bool)
         });
 }
 
-thread_local! {
-    /// Free scratch buffers of this thread (see [`Scratch`]).
-    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A scratch buffer from a small per-thread pool. The rearranged inputs and weights below are
-/// as large as a layer's activations; allocating them afresh on every call would fault in new
-/// pages every training step.
-struct Scratch(Vec<f32>);
-
-impl Scratch {
-    /// A buffer of `len` values whose contents are unspecified: the caller writes every one.
-    fn reuse(len: usize) -> Scratch {
-        let mut v = POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            // The smallest free buffer that fits, else the largest (it will grow).
-            let fit = (0..pool.len())
-                .filter(|&i| pool[i].capacity() >= len)
-                .min_by_key(|&i| pool[i].capacity())
-                .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
-            fit.map(|i| pool.swap_remove(i)).unwrap_or_default()
-        });
-        if v.len() < len {
-            v.resize(len, 0.0);
-        }
-        v.truncate(len);
-        Scratch(v)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let v = std::mem::take(&mut self.0);
-        POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.len() < 4 {
-                pool.push(v);
-            }
-        });
-    }
-}
-
-impl Deref for Scratch {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        &self.0
-    }
-}
-
-impl DerefMut for Scratch {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
-    }
-}
-
 /// A strided convolution as a stride-1 convolution over the space-to-depth rearrangement of
 /// its padded input. With stride `s = (sh, sw)` and a kernel that is a multiple of it, tap
 /// `(i, j) = (sh·u + a, sw·v + c)` of output pixel `(oh, ow)` reads padded pixel
@@ -607,7 +551,7 @@ impl SpaceToDepth {
         let (g, s) = (&self.g, &self.s);
         let [sh, sw] = g.stride;
         let (ph, pw) = (g.pad[0] as isize, g.pad[1] as isize);
-        let mut xs = Scratch::reuse(s.input_len());
+        let mut xs = Scratch::take(s.input_len());
         // One task per (image, input channel): its s² output planes.
         xs.par_chunks_mut(sh * sw * s.h * s.w)
             .enumerate()
@@ -659,7 +603,7 @@ impl SpaceToDepth {
     }
 
     fn weight(&self, w: &[f32]) -> Scratch {
-        let mut ws = Scratch::reuse(w.len());
+        let mut ws = Scratch::take(w.len());
         let row = w.len() / self.g.c_out;
         ws.par_chunks_mut(row)
             .zip(w.par_chunks(row))
@@ -883,7 +827,7 @@ fn phase(
     // wp[ci][co][vh][vw] = w[co][ci][i(vh)][j(vw)]: one task per ci, reading a kh·kw
     // block of every co.
     let taps = fh.taps * fw.taps;
-    let mut wp = Scratch::reuse(g.c_in * g.c_out * taps);
+    let mut wp = Scratch::take(g.c_in * g.c_out * taps);
     wp.par_chunks_mut(g.c_out * taps)
         .enumerate()
         .for_each(|(ci, dst)| {
@@ -1246,7 +1190,7 @@ fn backward_weight_with(
     match SpaceToDepth::new(g).filter(|_| rewrite) {
         Some(sd) => {
             let xs = sd.input(x);
-            let mut dws = Scratch::reuse(dw.len());
+            let mut dws = Scratch::take(dw.len());
             weight_plan(&xs, dy, &mut dws, &Plan::plain(&sd.s, isa));
             sd.weight_back(&dws, dw);
         }

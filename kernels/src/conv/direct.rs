@@ -39,6 +39,7 @@
 use super::lanes::{Lanes, PackIsa, Portable};
 use super::{Conv2dGeom, Epilogue};
 use crate::gemm::cpu::SendPtr;
+use crate::scratch::Scratch;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -771,58 +772,6 @@ fn padded(
             }
         });
     out
-}
-
-/// A buffer from a small process-wide pool: the packed weights and backward-weight's copies
-/// are up to tens of MiB, and a fresh allocation per call costs its page faults every time
-/// (measured, when the forward's padded input was one: 6% of the SRResNet layer's forward
-/// pass).
-struct Scratch(Vec<f32>);
-
-static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-
-impl Scratch {
-    /// A buffer of `len` floats with arbitrary contents.
-    fn take(len: usize) -> Scratch {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        // The smallest pooled buffer that is large enough, else the largest, grown.
-        let pick = (0..pool.len())
-            .filter(|&i| pool[i].len() >= len)
-            .min_by_key(|&i| pool[i].len())
-            .or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
-        let mut v = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
-        drop(pool);
-        if v.len() < len {
-            v.resize(len, 0.0);
-        }
-        v.truncate(len);
-        Scratch(v)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let v = std::mem::take(&mut self.0);
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        // A few buffers at most: those of one call (backward-data holds one per stride
-        // phase, so strides above 2 × 2 allocate some afresh).
-        if pool.len() < 4 {
-            pool.push(v);
-        }
-    }
-}
-
-impl std::ops::Deref for Scratch {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Scratch {
-    fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
-    }
 }
 
 /// Packs the weights of one or more jobs in one pass over `w`: for job `j`, panels of 64
