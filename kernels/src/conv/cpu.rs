@@ -433,6 +433,19 @@ struct PlanOut<'a> {
 }
 
 impl StoreC for PlanOut<'_> {
+    fn tile_at(&self, i: usize, j: usize, [_, w]: [usize; 2]) -> Option<(*mut f32, usize)> {
+        // A tile whose pixels are consecutive in one image's plane (NCHW with whole rows):
+        // its channel rows are `chan` apart.
+        let (o, g) = (&self.p.out, &self.p.g);
+        let plane = g.h_out * g.w_out;
+        let (b, pix) = (j / plane, j % plane);
+        (o.col == 1 && o.row == g.w_out && pix + w <= plane).then(|| {
+            // The element (b, i, pix) lies inside the group's outputs.
+            let at = o.offset + b * o.image + i * o.chan + pix;
+            (self.y.0.wrapping_add(at), o.chan)
+        })
+    }
+
     unsafe fn store(
         &self,
         i: usize,

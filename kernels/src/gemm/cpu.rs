@@ -149,9 +149,11 @@ impl PackB for Strided<'_> {
 /// Where the product goes. The micro-kernel writes straight into a dense destination; any
 /// other destination (a convolution's col2im scatter) receives finished tiles.
 pub trait StoreC: Sync {
-    /// A dense row-major destination `(pointer, row stride)` the micro-kernel may write
-    /// directly, if this is one.
-    fn dense(&self) -> Option<(*mut f32, usize)> {
+    /// Where the `[h, w]` tile whose top-left element is `C[i][j]` lies, when its rows are
+    /// evenly spaced runs of `w` contiguous values: `(address of C[i][j], row stride)`. The
+    /// micro-kernel then writes a whole tile in place; otherwise it goes through
+    /// [`StoreC::store`].
+    fn tile_at(&self, _i: usize, _j: usize, _hw: [usize; 2]) -> Option<(*mut f32, usize)> {
         None
     }
 
@@ -221,8 +223,9 @@ impl<'a> DenseC<'a> {
 }
 
 impl StoreC for DenseC<'_> {
-    fn dense(&self) -> Option<(*mut f32, usize)> {
-        Some((self.ptr.0, self.ldc))
+    fn tile_at(&self, i: usize, j: usize, _hw: [usize; 2]) -> Option<(*mut f32, usize)> {
+        // C[i][j] of a tile inside C (the caller's contract): the offset stays in the buffer.
+        Some((self.ptr.0.wrapping_add(i * self.ldc + j), self.ldc))
     }
 
     unsafe fn store(
@@ -465,7 +468,6 @@ unsafe fn inner_kernel(
 ) {
     let (mr, nr, kc) = (kern.mr, kern.nr, b.kc);
     let mut tile = [0f32; 32 * 32];
-    let dense = c.dense();
     for jr in (0..b.nc).step_by(nr) {
         // SAFETY (pointer arithmetic): offsets stay inside the packed buffers: `abuf`
         // holds ⌈mc/mr⌉·mr·kc floats and B's block ⌈nc/nr⌉·nr·kc.
@@ -475,11 +477,15 @@ unsafe fn inner_kernel(
             let ap = unsafe { abuf.as_ptr().add(ir * kc) };
             let h = mr.min(mc - ir);
             let (i, j) = (ic + ir, b.jc + jr);
-            match dense {
-                // A whole tile of a dense C: the micro-kernel writes it in place.
-                Some((ptr, ldc)) if h == mr && w == nr => unsafe {
-                    (kern.run)(kc, ap, bp, ptr.add(i * ldc + j), ldc, b.add)
-                },
+            let at = if h == mr && w == nr {
+                c.tile_at(i, j, [h, w])
+            } else {
+                None
+            };
+            match at {
+                // A whole tile that lies in C as a strided block: the micro-kernel writes it
+                // in place. SAFETY: `tile_at` gave the tile's own rows, which this task owns.
+                Some((ptr, ldc)) => unsafe { (kern.run)(kc, ap, bp, ptr, ldc, b.add) },
                 // Edge tiles and scattered destinations: compute the whole tile into a
                 // buffer, then store its valid part.
                 _ => unsafe {
