@@ -63,7 +63,10 @@
 
 use super::lanes::{Lanes, PackIsa, Portable};
 use super::Conv2dGeom;
-use crate::gemm::cpu::{gemm, write_row, DenseC, PackA, PackB, SendPtr, StoreC, Strided};
+use crate::gemm::cpu::{
+    gemm, gemm_strided, write_row, DenseC, PackA, PackB, SendPtr, StoreC, Strided,
+};
+use crate::gemm::kernels::Isa;
 use crate::scratch::Scratch;
 use rayon::prelude::*;
 
@@ -671,8 +674,7 @@ fn forward_with(
             rs: 1,
             cs: k,
         };
-        let c = DenseC::new(y, [g.n, g.c_out], g.c_out);
-        return gemm([g.n, g.c_out, k], &a, &b, &c, add);
+        return gemm_strided(Isa::best(), [g.n, g.c_out, k], &a, &b, y, g.c_out, add);
     }
     match SpaceToDepth::new(g).filter(|_| rewrite) {
         Some(sd) => {

@@ -29,6 +29,7 @@
 //! thread, and each thread runs the whole loop nest on its part with its own packing buffers.
 
 use super::kernels::{Isa, MicroKernel};
+use crate::conv::lanes::{Lanes, PackIsa, Portable};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -98,51 +99,184 @@ impl Strided<'_> {
 
 impl PackA for Strided<'_> {
     fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
-        for (q, panel) in dst
-            .chunks_exact_mut(kc * mr)
-            .take(mc.div_ceil(mr))
-            .enumerate()
-        {
-            let rows = mr.min(mc - q * mr);
-            for p in 0..kc {
-                let out = &mut panel[p * mr..(p + 1) * mr];
-                for (r, o) in out.iter_mut().enumerate() {
-                    *o = if r < rows {
-                        self.at(i0 + q * mr + r, p0 + p)
-                    } else {
-                        0.0
-                    };
-                }
-            }
+        match PackIsa::best() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: PackIsa::Avx512 is only chosen on CPUs with AVX-512F.
+            PackIsa::Avx512 => unsafe { x86::pack_a(self, i0, mc, p0, kc, mr, dst) },
+            _ => strided_pack_a::<Portable>(self, i0, mc, p0, kc, mr, dst),
         }
     }
 }
 
 impl PackB for Strided<'_> {
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, dst: &mut [f32]) {
-        for (q, panel) in dst
-            .chunks_exact_mut(kc * nr)
-            .take(nc.div_ceil(nr))
-            .enumerate()
-        {
-            let cols = nr.min(nc - q * nr);
-            for p in 0..kc {
-                let out = &mut panel[p * nr..(p + 1) * nr];
-                if self.cs == 1 && cols == nr {
-                    // Contiguous row segment: a plain copy the compiler vectorises.
-                    let start = (p0 + p) * self.rs + j0 + q * nr;
-                    out.copy_from_slice(&self.data[start..start + nr]);
-                } else {
-                    for (c, o) in out.iter_mut().enumerate() {
-                        *o = if c < cols {
-                            self.at(p0 + p, j0 + q * nr + c)
-                        } else {
-                            0.0
-                        };
-                    }
+        match PackIsa::best() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in pack_a.
+            PackIsa::Avx512 => unsafe { x86::pack_b(self, p0, kc, j0, nc, nr, dst) },
+            _ => strided_pack_b::<Portable>(self, p0, kc, j0, nc, nr, dst),
+        }
+    }
+}
+
+/// [`PackA::pack_a`] for a strided A. A panel is `rows` row segments side by side, so:
+/// - a row-major A (`cs == 1`) is packed by 16 × 16 register transposes of those segments;
+/// - a column-major A (`rs == 1`) holds each panel row (`rows` values) contiguously: a copy;
+/// - any other stride is gathered element by element.
+#[inline(always)]
+pub(super) fn strided_pack_a<L: Lanes>(
+    s: &Strided,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+    mr: usize,
+    dst: &mut [f32],
+) {
+    for (q, panel) in dst
+        .chunks_exact_mut(kc * mr)
+        .take(mc.div_ceil(mr))
+        .enumerate()
+    {
+        let (r0, rows) = (i0 + q * mr, mr.min(mc - q * mr));
+        if kc == 0 {
+            continue;
+        }
+        // The last element this panel reads; every other lies below it.
+        let last = (r0 + rows - 1) * s.rs + (p0 + kc - 1) * s.cs;
+        assert!(
+            last < s.data.len(),
+            "gemm pack_a: A is shorter than its strides say"
+        );
+        if s.cs == 1 && mr <= 16 {
+            for pb in (0..kc).step_by(16) {
+                // SAFETY: reads rows r0..r0 + rows, columns p0 + pb.. (< p0 + kc) of A, all
+                // at or below `last`; writes `cols` rows of `mr` floats of this panel.
+                unsafe {
+                    L::transpose(
+                        s.data.as_ptr().add(r0 * s.rs + p0 + pb),
+                        s.rs,
+                        rows,
+                        16.min(kc - pb),
+                        panel.as_mut_ptr().add(pb * mr),
+                        mr,
+                        mr,
+                    )
+                };
+            }
+        } else if s.rs == 1 {
+            for (p, out) in panel.chunks_exact_mut(mr).enumerate() {
+                let at = r0 + (p0 + p) * s.cs;
+                out[..rows].copy_from_slice(&s.data[at..at + rows]);
+                out[rows..].fill(0.0);
+            }
+        } else {
+            for (p, out) in panel.chunks_exact_mut(mr).enumerate() {
+                for (r, o) in out.iter_mut().enumerate() {
+                    *o = if r < rows { s.at(r0 + r, p0 + p) } else { 0.0 };
                 }
             }
         }
+    }
+}
+
+/// [`PackB::pack_b`] for a strided B: a copy per panel row when B's rows are contiguous
+/// (`cs == 1`), 16 × 16 register transposes when its columns are (`rs == 1`), else a gather.
+#[inline(always)]
+pub(super) fn strided_pack_b<L: Lanes>(
+    s: &Strided,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    nr: usize,
+    dst: &mut [f32],
+) {
+    for (q, panel) in dst
+        .chunks_exact_mut(kc * nr)
+        .take(nc.div_ceil(nr))
+        .enumerate()
+    {
+        let (c0, cols) = (j0 + q * nr, nr.min(nc - q * nr));
+        if kc == 0 {
+            continue;
+        }
+        if s.cs == 1 {
+            for (p, out) in panel.chunks_exact_mut(nr).enumerate() {
+                let at = (p0 + p) * s.rs + c0;
+                out[..cols].copy_from_slice(&s.data[at..at + cols]);
+                out[cols..].fill(0.0);
+            }
+        } else if s.rs == 1 {
+            let last = (c0 + cols - 1) * s.cs + p0 + kc - 1;
+            assert!(
+                last < s.data.len(),
+                "gemm pack_b: B is shorter than its strides say"
+            );
+            // Columns c0 + cb.. of B are the rows of each transpose; panel rows are its columns.
+            for cb in (0..nr).step_by(16) {
+                for pb in (0..kc).step_by(16) {
+                    // SAFETY: reads columns c0 + cb.. (< c0 + cols), rows p0 + pb.. (< p0 + kc)
+                    // of B, all at or below `last` (none when cb ≥ cols: the block is zero,
+                    // and its start address is only formed, hence `wrapping_add`); writes a
+                    // block of this panel.
+                    unsafe {
+                        L::transpose(
+                            s.data.as_ptr().wrapping_add((c0 + cb) * s.cs + p0 + pb),
+                            s.cs,
+                            16.min(cols.saturating_sub(cb)).min(nr - cb),
+                            16.min(kc - pb),
+                            panel.as_mut_ptr().add(pb * nr + cb),
+                            nr,
+                            16.min(nr - cb),
+                        )
+                    };
+                }
+            }
+        } else {
+            for (p, out) in panel.chunks_exact_mut(nr).enumerate() {
+                for (c, o) in out.iter_mut().enumerate() {
+                    *o = if c < cols { s.at(p0 + p, c0 + c) } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// The AVX-512 entry points of the strided packers, so the [`Avx512`] moves inline.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod x86 {
+    use super::{strided_pack_a, strided_pack_b, Strided};
+    use crate::conv::lanes::Avx512;
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::gemm) unsafe fn pack_a(
+        s: &Strided,
+        i0: usize,
+        mc: usize,
+        p0: usize,
+        kc: usize,
+        mr: usize,
+        dst: &mut [f32],
+    ) {
+        strided_pack_a::<Avx512>(s, i0, mc, p0, kc, mr, dst)
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::gemm) unsafe fn pack_b(
+        s: &Strided,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        nr: usize,
+        dst: &mut [f32],
+    ) {
+        strided_pack_b::<Avx512>(s, p0, kc, j0, nc, nr, dst)
     }
 }
 
@@ -497,6 +631,68 @@ unsafe fn inner_kernel(
     }
 }
 
+/// [`gemm_with`] on strided operands into a dense row-major C (row stride `ldc`), except
+/// that a product with one column whose A rows are contiguous runs as one dot product per
+/// row: a matrix-vector product would fill one of the micro-kernel's `nr` columns and pack
+/// all of A to do it.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided(
+    isa: Isa,
+    [m, n, k]: [usize; 3],
+    a: &Strided,
+    b: &Strided,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    if n != 1 || a.cs != 1 || m == 0 || k == 0 {
+        let dc = DenseC::new(c, [m, n], ldc);
+        return gemm_with(isa, [m, n, k], a, b, &dc, accumulate);
+    }
+    assert!(
+        (m - 1) * a.rs + k <= a.data.len() && (k - 1) * b.rs < b.data.len(),
+        "gemm: operands shorter than [m, n, k] = [{m}, 1, {k}] says"
+    );
+    assert!(c.len() > (m - 1) * ldc, "gemm: C too short");
+    let gathered: Vec<f32>;
+    let v = if b.rs == 1 {
+        &b.data[..k]
+    } else {
+        gathered = (0..k).map(|p| b.data[p * b.rs]).collect();
+        &gathered
+    };
+    // Enough rows per task that each does at least about 32K multiply-adds.
+    let min_rows = ((1 << 15) / k).max(1);
+    c.par_chunks_mut(ldc)
+        .take(m)
+        .enumerate()
+        .with_min_len(min_rows)
+        .for_each(|(i, ci)| {
+            let d = dot(&a.data[i * a.rs..i * a.rs + k], v);
+            ci[0] = if accumulate { ci[0] + d } else { d };
+        });
+}
+
+/// `Σ x[i]·y[i]` in 16 interleaved partial sums, which the compiler keeps in vector
+/// registers (a single running sum would serialise every add).
+fn dot(x: &[f32], y: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    let (xc, yc) = (x.chunks_exact(L), y.chunks_exact(L));
+    let tail: f32 = xc
+        .remainder()
+        .iter()
+        .zip(yc.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (xs, ys) in xc.zip(yc) {
+        for l in 0..L {
+            acc[l] += xs[l] * ys[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Row-split GEMM sharing one packed B between the threads: for each `KC × NC` block, the
 /// threads pack B's micro-panels together, then each runs the inner loops on its own rows.
 /// (Each thread packing the whole block itself would double the packing and the L3 traffic.)
@@ -573,14 +769,7 @@ pub fn matmul_with(isa: Isa, a: &[f32], b: &[f32], c: &mut [f32], g: &super::Gem
             rs: brs,
             cs: bcs,
         };
-        gemm_with(
-            isa,
-            [g.m, g.n, g.k],
-            &a,
-            &b,
-            &DenseC::new(cb, [g.m, g.n], g.n),
-            false,
-        );
+        gemm_strided(isa, [g.m, g.n, g.k], &a, &b, cb, g.n, false);
     };
     if g.batch == 1 {
         one(0, c);

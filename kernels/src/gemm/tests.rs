@@ -63,6 +63,29 @@ proptest! {
 }
 
 #[test]
+fn matrix_vector_products() {
+    // n = 1 with contiguous A rows runs as dot products (`gemm_strided`); the transposed
+    // forms take the packed GEMM. Depths below, at and past the 16 partial sums, and one
+    // past the task split (m·k over 32K).
+    for (m, k) in [(1, 1), (5, 15), (7, 16), (33, 17), (3, 1000), (130, 700)] {
+        for (trans_a, trans_b) in [(false, false), (false, true), (true, false)] {
+            let g = GemmGeom {
+                batch: 2,
+                m,
+                k,
+                n: 1,
+                trans_a,
+                trans_b,
+            };
+            let (a, b) = (filled(2 * m * k, m as u64), filled(2 * k, k as u64));
+            let mut c = vec![f32::NAN; 2 * m];
+            matmul_with(Isa::best(), &a, &b, &mut c, &g);
+            check(&a, &b, &c, &g, &format!("{g:?}")).unwrap();
+        }
+    }
+}
+
+#[test]
 fn blocks_larger_than_mc_and_kc_with_a_resident() {
     // m > MC, k > KC, and A's rows for a KC block within A_RESIDENT: A is packed once per
     // KC block and B streamed through it in several blocks.
@@ -178,6 +201,81 @@ fn writes_only_inside_a_strided_c() {
                 c[r * ldc + n..(r + 1) * ldc].iter().all(|&v| v == 42.0),
                 "{isa:?} wrote past column {n}"
             );
+        }
+    }
+}
+
+/// A strided matrix's storage: `rows × cols` at strides `(rs, cs)`, row-major, column-major
+/// or neither, in a buffer exactly as long as the last element needs (so the packers'
+/// bounds checks see its end).
+fn strided_storage(rows: usize, cols: usize, layout: usize, seed: u64) -> (Vec<f32>, usize, usize) {
+    let (rs, cs) = match layout {
+        0 => (cols + 3, 1),
+        1 => (1, rows + 2),
+        _ => (2 * cols + 1, 2),
+    };
+    (filled((rows - 1) * rs + (cols - 1) * cs + 1, seed), rs, cs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Both packers, in each vector-move form this CPU runs, against a plain gather: the
+    /// same block of a strided matrix packed as A (panels of `width` rows) and, through the
+    /// transposed strides, as B (panels of `width` columns) give the same panels.
+    #[test]
+    fn strided_packers_match_a_plain_gather(
+        rows in 1usize..40, cols in 1usize..70, layout in 0usize..3,
+        at in (0.0f64..1.0, 0.0f64..1.0, 0.0f64..1.0, 0.0f64..1.0),
+        width in prop::sample::select(vec![4usize, 6, 8, 12, 16, 32]), seed in any::<u64>(),
+    ) {
+        use super::cpu::{strided_pack_a, strided_pack_b};
+        use crate::conv::lanes::{PackIsa, Portable};
+        let (data, rs, cs) = strided_storage(rows, cols, layout, seed);
+        // The block: rows r0..r0 + mc, columns c0..c0 + kc.
+        let r0 = ((at.0 * rows as f64) as usize).min(rows - 1);
+        let mc = 1 + ((at.1 * (rows - r0) as f64) as usize).min(rows - r0 - 1);
+        let c0 = ((at.2 * cols as f64) as usize).min(cols - 1);
+        let kc = 1 + ((at.3 * (cols - c0) as f64) as usize).min(cols - c0 - 1);
+        let mut want = vec![0f32; mc.div_ceil(width) * width * kc];
+        for (q, panel) in want.chunks_exact_mut(width * kc).enumerate() {
+            for p in 0..kc {
+                for r in 0..width {
+                    let i = q * width + r;
+                    panel[p * width + r] =
+                        if i < mc { data[(r0 + i) * rs + (c0 + p) * cs] } else { 0.0 };
+                }
+            }
+        }
+        let a = Strided { data: &data, rs, cs };
+        let b = Strided { data: &data, rs: cs, cs: rs };
+        let mut forms = vec!["portable"];
+        if PackIsa::best() == PackIsa::Avx512 {
+            forms.push("avx512");
+        }
+        for form in forms {
+            for as_b in [false, true] {
+                let mut got = vec![f32::NAN; want.len() + 5];
+                match (form, as_b) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: "avx512" is only listed on CPUs with AVX-512F.
+                    ("avx512", false) => unsafe { super::cpu::x86::pack_a(&a, r0, mc, c0, kc, width, &mut got) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above.
+                    ("avx512", true) => unsafe { super::cpu::x86::pack_b(&b, c0, kc, r0, mc, width, &mut got) },
+                    (_, false) => strided_pack_a::<Portable>(&a, r0, mc, c0, kc, width, &mut got),
+                    (_, true) => strided_pack_b::<Portable>(&b, c0, kc, r0, mc, width, &mut got),
+                }
+                let what = format!(
+                    "{form} {} strides ({rs}, {cs}) block {r0}+{mc} x {c0}+{kc} panels of {width}",
+                    if as_b { "pack_b of the transpose" } else { "pack_a" }
+                );
+                prop_assert!(
+                    got[..want.len()].iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()),
+                    "{what}"
+                );
+                prop_assert!(got[want.len()..].iter().all(|g| g.is_nan()), "{what}: wrote past its panels");
+            }
         }
     }
 }
