@@ -224,6 +224,7 @@ pub fn gantry_impl(variant: ConvVariant) -> ConvImpl {
         ConvVariant::ImplicitGemmPortablePack => rung!(ConvVariant::ImplicitGemmPortablePack),
         ConvVariant::Direct => rung!(ConvVariant::Direct),
         ConvVariant::DirectPortable => rung!(ConvVariant::DirectPortable),
+        ConvVariant::Winograd => rung!(ConvVariant::Winograd),
         ConvVariant::Auto => rung!(ConvVariant::Auto),
     }
 }

@@ -122,7 +122,9 @@ enum ConvRung {
     Direct,
     /// direct with its plain-loop micro-kernel (what a CPU without AVX-512 runs)
     DirectPortable,
-    /// per pass, direct where it suits the layer, else implicit-gemm (the default)
+    /// Winograd F(2x2, 3x3) for 3x3 stride-1 forward and backward-data, else auto
+    Winograd,
+    /// per pass, Winograd or direct where they suit the layer, else implicit-gemm (the default)
     Auto,
 }
 
@@ -137,6 +139,7 @@ impl From<ConvRung> for gantry::kernels::conv::ConvVariant {
             ConvRung::PortablePack => V::ImplicitGemmPortablePack,
             ConvRung::Direct => V::Direct,
             ConvRung::DirectPortable => V::DirectPortable,
+            ConvRung::Winograd => V::Winograd,
             ConvRung::Auto => V::Auto,
         }
     }

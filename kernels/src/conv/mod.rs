@@ -20,6 +20,7 @@ pub mod lanes;
 pub mod reference;
 #[cfg(test)]
 mod tests;
+pub mod winograd;
 
 use crate::elementwise::{self, UnaryOp};
 use rayon::prelude::*;
@@ -217,14 +218,18 @@ pub enum ConvVariant {
     /// [`direct`] with its plain-loop micro-kernel (what `Direct` runs on a CPU without
     /// AVX-512).
     DirectPortable,
-    /// The default: per pass, [`direct`] where [`direct::suits`] says its 64-channel tiles
-    /// are filled and its reduction is deep enough (and the CPU has AVX-512), else [`cpu`]
-    /// (the packed implicit GEMM).
+    /// [`winograd`] F(2×2, 3×3) for 3×3 stride-1 forward and backward-data passes; every
+    /// other pass (and geometry) as [`ConvVariant::Auto`].
+    Winograd,
+    /// The default: per pass, [`winograd`] where [`winograd::chosen`] says (3×3 stride-1
+    /// forward and backward-data with 32+ channels each side, on AVX-512), else [`direct`]
+    /// where [`direct::suits`] says its 64-channel tiles are filled and its reduction is deep
+    /// enough (and the CPU has AVX-512), else [`cpu`] (the packed implicit GEMM).
     Auto,
 }
 
 impl ConvVariant {
-    pub const ALL: [ConvVariant; 8] = [
+    pub const ALL: [ConvVariant; 9] = [
         ConvVariant::Reference,
         ConvVariant::Im2colGemm,
         ConvVariant::ImplicitGemm,
@@ -232,6 +237,7 @@ impl ConvVariant {
         ConvVariant::ImplicitGemmPortablePack,
         ConvVariant::Direct,
         ConvVariant::DirectPortable,
+        ConvVariant::Winograd,
         ConvVariant::Auto,
     ];
 
@@ -253,6 +259,13 @@ impl ConvVariant {
             }
             ConvVariant::Direct => direct::conv2d_forward(x, w, bias, y, g),
             ConvVariant::DirectPortable => direct::conv2d_forward_portable(x, w, bias, y, g),
+            ConvVariant::Winograd if winograd::suits(g) => {
+                winograd::conv2d_forward(x, w, bias, y, g)
+            }
+            ConvVariant::Winograd => ConvVariant::Auto.forward(x, w, bias, y, g),
+            ConvVariant::Auto if winograd::chosen(g, direct::Pass::Forward) => {
+                winograd::conv2d_forward(x, w, bias, y, g)
+            }
             ConvVariant::Auto if direct::suits(g, direct::Pass::Forward) => {
                 direct::conv2d_forward(x, w, bias, y, g)
             }
@@ -266,6 +279,7 @@ impl ConvVariant {
         match self {
             ConvVariant::Direct => Some(lanes::PackIsa::best()),
             ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
+            ConvVariant::Auto if winograd::chosen(g, pass) => None,
             ConvVariant::Auto if direct::suits(g, pass) => Some(lanes::PackIsa::best()),
             _ => None,
         }
@@ -316,6 +330,13 @@ impl ConvVariant {
             }
             ConvVariant::Direct => direct::conv2d_backward_data(dy, w, dx, g),
             ConvVariant::DirectPortable => direct::conv2d_backward_data_portable(dy, w, dx, g),
+            ConvVariant::Winograd if winograd::suits_backward_data(g) => {
+                winograd::conv2d_backward_data(dy, w, dx, g)
+            }
+            ConvVariant::Winograd => ConvVariant::Auto.backward_data(dy, w, dx, g),
+            ConvVariant::Auto if winograd::chosen(g, direct::Pass::BackwardData) => {
+                winograd::conv2d_backward_data(dy, w, dx, g)
+            }
             ConvVariant::Auto if direct::suits(g, direct::Pass::BackwardData) => {
                 direct::conv2d_backward_data(dy, w, dx, g)
             }
@@ -334,6 +355,7 @@ impl ConvVariant {
             }
             ConvVariant::Direct => direct::conv2d_backward_weight(x, dy, dw, g),
             ConvVariant::DirectPortable => direct::conv2d_backward_weight_portable(x, dy, dw, g),
+            ConvVariant::Winograd => ConvVariant::Auto.backward_weight(x, dy, dw, g),
             ConvVariant::Auto if direct::suits(g, direct::Pass::BackwardWeight) => {
                 direct::conv2d_backward_weight(x, dy, dw, g)
             }

@@ -331,13 +331,14 @@ mod fast {
     #[test]
     fn fused_epilogues_on_direct_sized_layers() {
         // Channel counts that fill the direct kernel's 64-channel tiles (so `Auto` picks it
-        // on AVX-512 CPUs), and a kernel narrower than the stride: backward-data leaves
-        // pixels no tap reaches, which need the epilogue too.
+        // on AVX-512 CPUs, or Winograd for the 3×3 stride-1 one), and a kernel narrower than
+        // the stride: backward-data leaves pixels no tap reaches, which need the epilogue too.
         for (c_in, c_out, k, s, p) in [(64, 72, 4, 2, 1), (72, 64, 3, 1, 1), (64, 64, 1, 2, 0)] {
             let g = geom(2, c_in, [12, 10], c_out, [k, k], s, p, 1).unwrap();
             for v in [
                 ConvVariant::Direct,
                 ConvVariant::DirectPortable,
+                ConvVariant::Winograd,
                 ConvVariant::Auto,
             ] {
                 check_epilogue(v, &g, 11).unwrap();
@@ -415,6 +416,163 @@ mod fast {
         ] {
             let g = geom(n, c_in, [hw, hw], c_out, [k, k], s, p, 1).unwrap();
             check_all(&g, 99).unwrap();
+        }
+    }
+}
+
+/// The Winograd F(2×2, 3×3) variant against the reference on 3×3 stride-1 layers of awkward
+/// sizes (odd outputs, so edge tiles are cut; padding 0–3; few channels).
+///
+/// Tolerance: the transforms round too, so the GEMM bound does not apply. Following the
+/// algorithm, `Y = Aᵀ[Σ_ci (G g Gᵀ) ⊙ (Bᵀ d B)]A`, in f32: the filter transform rounds each
+/// value at most 4 times, the input transform twice, the channel sum is a length-`c_in`
+/// dot product, and the output transform and bias rounds 5 times, each relative to the same
+/// computation on absolute values. So the error is at most `(c_in + 11) · u · E` (`u` the unit
+/// roundoff) to first order, with `E = |Aᵀ|[Σ_ci (|G||g||G|ᵀ) ⊙ (|Bᵀ||d||B|)]|A| + |bias|`,
+/// which `winograd_bound` computes in f64, independently of the code under test; the test
+/// allows `(c_in + 16) · u · E`. Backward-data is the forward of `dy` with the flipped,
+/// channel-transposed filter and padding `2 − pad`, and is bounded that way.
+mod winograd {
+    use super::super::ConvVariant;
+    use super::*;
+
+    const BT: [[f64; 4]; 4] = [
+        [1.0, 0.0, 1.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0, 1.0],
+    ];
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, 0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
+
+    /// `E` above for every output of the 3×3 stride-1 forward `g`, from `|x|`, `|w|`.
+    fn winograd_bound(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f64> {
+        let mut e = vec![0f64; g.output_len_total()];
+        for n in 0..g.n {
+            for co in 0..g.c_out {
+                for oh in 0..g.h_out {
+                    for ow in 0..g.w_out {
+                        let (ti, a, tj, b) = (oh / 2, oh % 2, ow / 2, ow % 2);
+                        let mut m = [[0f64; 4]; 4];
+                        for ci in 0..g.c_in {
+                            let d = |r: usize, c: usize| {
+                                let ih = (2 * ti + r) as isize - g.pad[0] as isize;
+                                let iw = (2 * tj + c) as isize - g.pad[1] as isize;
+                                if ih < 0 || iw < 0 || ih as usize >= g.h || iw as usize >= g.w {
+                                    0.0
+                                } else {
+                                    let at = ((n * g.c_in + ci) * g.h + ih as usize) * g.w;
+                                    x[at + iw as usize].abs() as f64
+                                }
+                            };
+                            let f = |r: usize, c: usize| {
+                                w[((co * g.c_in + ci) * 3 + r) * 3 + c].abs() as f64
+                            };
+                            for p in 0..4 {
+                                for q in 0..4 {
+                                    let (mut u, mut v) = (0.0, 0.0);
+                                    for r in 0..3 {
+                                        for c in 0..3 {
+                                            u += G[p][r] * f(r, c) * G[q][c];
+                                        }
+                                    }
+                                    for r in 0..4 {
+                                        for c in 0..4 {
+                                            v += BT[p][r] * d(r, c) * BT[q][c];
+                                        }
+                                    }
+                                    m[p][q] += u * v;
+                                }
+                            }
+                        }
+                        let mut y = bias.map_or(0.0, |bs| bs[co].abs() as f64);
+                        for p in 0..4 {
+                            for q in 0..4 {
+                                y += AT[a][p] * m[p][q] * AT[b][q];
+                            }
+                        }
+                        e[((n * g.c_out + co) * g.h_out + oh) * g.w_out + ow] = y;
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    fn rand32(len: usize, seed: &mut u64) -> Vec<f32> {
+        (0..len).map(|_| lcg(seed) as f32).collect()
+    }
+
+    fn within(
+        got: &[f32],
+        want: &[f32],
+        e: &[f64],
+        terms: usize,
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        let u = f32::EPSILON as f64 / 2.0;
+        for i in 0..got.len() {
+            let tol = (terms as f64 + 16.0) * u * e[i] + 1e-30;
+            let err = (got[i] as f64 - want[i] as f64).abs();
+            prop_assert!(
+                err <= tol,
+                "{what}[{i}]: winograd {} vs reference {} (tolerance {tol:e})",
+                got[i],
+                want[i]
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn winograd_matches_the_reference(
+            n in 1usize..3, c_in in 1usize..20, c_out in 1usize..20,
+            h in 1usize..14, w in 1usize..14, p in 0usize..4, seed in any::<u64>(),
+        ) {
+            let Some(g) = geom(n, c_in, [h, w], c_out, [3, 3], 1, p, 1) else { return Ok(()) };
+            let mut s = seed;
+            let (x, wt, dy, b) = (
+                rand32(g.input_len(), &mut s),
+                rand32(g.weight_len(), &mut s),
+                rand32(g.output_len_total(), &mut s),
+                rand32(g.c_out, &mut s),
+            );
+            let mut got = vec![f32::NAN; g.output_len_total()];
+            let mut want = vec![0f32; g.output_len_total()];
+            ConvVariant::Winograd.forward(&x, &wt, Some(&b), &mut got, &g);
+            conv2d_forward(&x, &wt, Some(&b), &mut want, &g);
+            within(&got, &want, &winograd_bound(&x, &wt, Some(&b), &g), c_in, &format!("forward {g:?}"))?;
+
+            let mut got = vec![f32::NAN; g.input_len()];
+            let mut want = vec![0f32; g.input_len()];
+            ConvVariant::Winograd.backward_data(&dy, &wt, &mut got, &g);
+            conv2d_backward_data(&dy, &wt, &mut want, &g);
+            if p <= 2 {
+                // The flipped forward: c_out → c_in channels, padding 2 − p.
+                let fg = geom(n, c_out, [g.h_out, g.w_out], c_in, [3, 3], 1, 2 - p, 1).unwrap();
+                prop_assert_eq!((fg.h_out, fg.w_out), (h, w));
+                let mut fw = vec![0f32; wt.len()];
+                for co in 0..c_out {
+                    for ci in 0..c_in {
+                        for t in 0..9 {
+                            fw[(ci * c_out + co) * 9 + 8 - t] = wt[(co * c_in + ci) * 9 + t];
+                        }
+                    }
+                }
+                within(&got, &want, &winograd_bound(&dy, &fw, None, &fg), c_out, &format!("backward-data {g:?}"))?;
+            } else {
+                // Padding 3 runs the default variant: the GEMM bound, loosely.
+                for (i, (a, r)) in got.iter().zip(&want).enumerate() {
+                    prop_assert!((a - r).abs() <= 1e-4 * (1.0 + r.abs()), "backward-data {g:?}[{i}]: {a} vs {r}");
+                }
+            }
         }
     }
 }
