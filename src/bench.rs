@@ -2,7 +2,9 @@
 //!
 //! Every row reports the median time, the achieved GFLOP/s, the fraction of the FMA peak the
 //! bench measures itself (a register-only FMA loop on the same threads), and the ratio to the
-//! baseline (`baseline_ms / ms`: above 1 means gantry is faster).
+//! baseline (`baseline_ms / ms`: above 1 means gantry is faster). A convolution's GFLOP/s
+//! counts the direct convolution's multiply-adds, whatever algorithm ran: Winograd's rows are
+//! an effective rate and may pass 100% of the peak.
 //!
 //! JSON output (`--json`) is one array of row objects with the keys `bench`, `layer`, `pass`
 //! (`fwd` | `fwd_bwd`, and with `bench conv --split` also `bwd_data` | `bwd_weight`),
