@@ -225,8 +225,8 @@ fn fused_f32(
     Ok(CpuStorage::F32(y))
 }
 
-/// `act(conv(x, w) + bias)`: the fast f32 kernels apply the activation to each tile as they
-/// store it; for f64 (the gradient checks) the reference conv, then the activation.
+/// `act(conv(x, w) + bias)`: the direct kernel applies the activation to each tile as it
+/// stores it (other f32 variants in one pass after); for f64 (the gradient checks) the reference conv, then the activation.
 pub fn conv2d(
     x: &CpuStorage,
     w: &CpuStorage,

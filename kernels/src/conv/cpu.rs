@@ -59,7 +59,7 @@
 //! phases), and where each output pixel is stored.
 //!
 //! Layout: the public NCHW layout is used as is; the packing routines absorb the gathering,
-//! and rearranged inputs and weights live in per-thread scratch buffers reused between calls.
+//! and rearranged inputs and weights live in scratch buffers reused between calls (`crate::scratch`).
 
 use super::lanes::{Lanes, PackIsa, Portable};
 use super::Conv2dGeom;

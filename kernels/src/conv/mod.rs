@@ -280,6 +280,12 @@ impl ConvVariant {
             ConvVariant::Direct => Some(lanes::PackIsa::best()),
             ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
             ConvVariant::Auto if winograd::chosen(g, pass) => None,
+            // Winograd where it fits (no fused epilogue), else whatever Auto runs.
+            ConvVariant::Winograd => match pass {
+                direct::Pass::Forward if winograd::suits(g) => None,
+                direct::Pass::BackwardData if winograd::suits_backward_data(g) => None,
+                _ => ConvVariant::Auto.direct_isa(g, pass),
+            },
             ConvVariant::Auto if direct::suits(g, pass) => Some(lanes::PackIsa::best()),
             _ => None,
         }

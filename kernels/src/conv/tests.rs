@@ -186,8 +186,16 @@ mod fast {
         );
         v.forward(&x, &w, Some(&b), &mut got, g);
         conv2d_forward(&x, &w, Some(&b), &mut want, g);
-        conv2d_forward(&abs(&x), &abs(&w), Some(&abs(&b)), &mut bound, g);
-        close(&got, &want, &bound, k + 1, &format!("{v:?} forward {g:?}"))?;
+        if v == ConvVariant::Auto
+            && super::super::winograd::chosen(g, super::super::direct::Pass::Forward)
+        {
+            // Auto ran Winograd, whose transforms round too: its own bound.
+            let e = super::winograd::winograd_bound(&x, &w, Some(&b), g);
+            super::winograd::within(&got, &want, &e, g.c_in, &format!("{v:?} forward {g:?}"))?;
+        } else {
+            conv2d_forward(&abs(&x), &abs(&w), Some(&abs(&b)), &mut bound, g);
+            close(&got, &want, &bound, k + 1, &format!("{v:?} forward {g:?}"))?;
+        }
 
         let (mut got, mut want, mut bound) = (
             vec![f32::NAN; g.input_len()],
@@ -196,14 +204,27 @@ mod fast {
         );
         v.backward_data(&dy, &w, &mut got, g);
         conv2d_backward_data(&dy, &w, &mut want, g);
-        conv2d_backward_data(&abs(&dy), &abs(&w), &mut bound, g);
-        close(
-            &got,
-            &want,
-            &bound,
-            g.c_out * g.kh * g.kw,
-            &format!("{v:?} backward_data {g:?}"),
-        )?;
+        if v == ConvVariant::Auto
+            && super::super::winograd::chosen(g, super::super::direct::Pass::BackwardData)
+        {
+            let e = super::winograd::backward_data_bound(&dy, &w, g);
+            super::winograd::within(
+                &got,
+                &want,
+                &e,
+                g.c_out,
+                &format!("{v:?} backward_data {g:?}"),
+            )?;
+        } else {
+            conv2d_backward_data(&abs(&dy), &abs(&w), &mut bound, g);
+            close(
+                &got,
+                &want,
+                &bound,
+                g.c_out * g.kh * g.kw,
+                &format!("{v:?} backward_data {g:?}"),
+            )?;
+        }
 
         let (mut got, mut want, mut bound) = (
             vec![f32::NAN; g.weight_len()],
@@ -432,9 +453,12 @@ mod fast {
 /// which `winograd_bound` computes in f64, independently of the code under test; the test
 /// allows `(c_in + 16) · u · E`. Backward-data is the forward of `dy` with the flipped,
 /// channel-transposed filter and padding `2 − pad`, and is bounded that way.
+#[allow(clippy::needless_range_loop)]
 mod winograd {
+    use super::super::winograd::{forward_with, Transform};
     use super::super::ConvVariant;
     use super::*;
+    use crate::gemm::kernels::Isa;
 
     const BT: [[f64; 4]; 4] = [
         [1.0, 0.0, 1.0, 0.0],
@@ -451,7 +475,12 @@ mod winograd {
     const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
 
     /// `E` above for every output of the 3×3 stride-1 forward `g`, from `|x|`, `|w|`.
-    fn winograd_bound(x: &[f32], w: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f64> {
+    pub(super) fn winograd_bound(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        g: &Conv2dGeom,
+    ) -> Vec<f64> {
         let mut e = vec![0f64; g.output_len_total()];
         for n in 0..g.n {
             for co in 0..g.c_out {
@@ -508,7 +537,34 @@ mod winograd {
         (0..len).map(|_| lcg(seed) as f32).collect()
     }
 
-    fn within(
+    /// [`winograd_bound`] for backward-data: the forward of `dy` with the flipped,
+    /// channel-transposed filter, `c_out → c_in` channels, padding `2 − pad`.
+    pub(super) fn backward_data_bound(dy: &[f32], w: &[f32], g: &Conv2dGeom) -> Vec<f64> {
+        let (c_in, c_out) = (g.c_in, g.c_out);
+        let fg = geom(
+            g.n,
+            c_out,
+            [g.h_out, g.w_out],
+            c_in,
+            [3, 3],
+            1,
+            2 - g.pad[0],
+            1,
+        )
+        .unwrap();
+        assert_eq!((fg.h_out, fg.w_out), (g.h, g.w));
+        let mut fw = vec![0f32; w.len()];
+        for co in 0..c_out {
+            for ci in 0..c_in {
+                for t in 0..9 {
+                    fw[(ci * c_out + co) * 9 + 8 - t] = w[(co * c_in + ci) * 9 + t];
+                }
+            }
+        }
+        winograd_bound(dy, &fw, None, &fg)
+    }
+
+    pub(super) fn within(
         got: &[f32],
         want: &[f32],
         e: &[f64],
@@ -555,22 +611,42 @@ mod winograd {
             ConvVariant::Winograd.backward_data(&dy, &wt, &mut got, &g);
             conv2d_backward_data(&dy, &wt, &mut want, &g);
             if p <= 2 {
-                // The flipped forward: c_out → c_in channels, padding 2 − p.
-                let fg = geom(n, c_out, [g.h_out, g.w_out], c_in, [3, 3], 1, 2 - p, 1).unwrap();
-                prop_assert_eq!((fg.h_out, fg.w_out), (h, w));
-                let mut fw = vec![0f32; wt.len()];
-                for co in 0..c_out {
-                    for ci in 0..c_in {
-                        for t in 0..9 {
-                            fw[(ci * c_out + co) * 9 + 8 - t] = wt[(co * c_in + ci) * 9 + t];
-                        }
-                    }
-                }
-                within(&got, &want, &winograd_bound(&dy, &fw, None, &fg), c_out, &format!("backward-data {g:?}"))?;
+                within(&got, &want, &backward_data_bound(&dy, &wt, &g), c_out, &format!("backward-data {g:?}"))?;
             } else {
                 // Padding 3 runs the default variant: the GEMM bound, loosely.
                 for (i, (a, r)) in got.iter().zip(&want).enumerate() {
                     prop_assert!((a - r).abs() <= 1e-4 * (1.0 + r.abs()), "backward-data {g:?}[{i}]: {a} vs {r}");
+                }
+            }
+        }
+    }
+
+    /// Every micro-kernel shape this CPU has (12×32, 6×16, 8×8, 4×4) and both builds of the
+    /// input transform, on layers whose tile rows are split into segments (w_out > 192) or
+    /// grouped into blocks, with output channels not a multiple of any micro-tile height.
+    #[test]
+    fn every_kernel_shape_and_transform_build() {
+        for (c_in, c_out, h, w, p) in [
+            (3, 13, 5, 400, 1),
+            (5, 7, 9, 194, 0),
+            (2, 9, 11, 7, 2),
+            (4, 5, 3, 3, 3),
+        ] {
+            let g = geom(1, c_in, [h, w], c_out, [3, 3], 1, p, 1).unwrap();
+            let mut s = (c_in * 31 + w) as u64;
+            let (x, wt, b) = (
+                rand32(g.input_len(), &mut s),
+                rand32(g.weight_len(), &mut s),
+                rand32(c_out, &mut s),
+            );
+            let mut want = vec![0f32; g.output_len_total()];
+            conv2d_forward(&x, &wt, Some(&b), &mut want, &g);
+            let e = winograd_bound(&x, &wt, Some(&b), &g);
+            for isa in Isa::available() {
+                for tf in [Transform::Best, Transform::Portable] {
+                    let mut got = vec![f32::NAN; g.output_len_total()];
+                    forward_with(&x, &wt, Some(&b), &mut got, &g, &isa.kernel(), tf);
+                    within(&got, &want, &e, c_in, &format!("{isa:?} {tf:?} {g:?}")).unwrap();
                 }
             }
         }

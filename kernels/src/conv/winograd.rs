@@ -18,12 +18,12 @@
 //! `M[ξ] (c_out × tiles) = U[ξ] (c_out × c_in) · V[ξ] (c_in × tiles)`, with `U = G g Gᵀ`
 //! (the filter transform, once per call) and `V = Bᵀ d B` (the input transform).
 //!
-//! The work is cut into blocks of up to [`TILES`] tiles of one tile row of one image, one
-//! rayon task each. The filter transform writes `U` once per call, already in the GEMM
+//! The work is cut into blocks of up to [`TILES`] tiles of one image (a segment of a long
+//! tile row, or several short tile rows), one rayon task each. The filter transform writes `U` once per call, already in the GEMM
 //! micro-kernel's packed A layout (panels of `mr` output channels); a block's input transform
 //! writes `V` straight into the packed B layout (panels of `nr` tiles), so the sixteen
 //! products are bare micro-kernel calls with nothing to pack, and `V` (16·c_in·T floats) and
-//! `M` (16·c_out·T) stay in L2 until the output transform writes the block's two output
+//! `M` (16·c_out·T) stay in L2 until the output transform writes the block's output
 //! rows. Both transforms run along the tile row, so they vectorise over tiles: the input
 //! rows are split into even and odd columns first (tile `j` reads columns `2j .. 2j + 4`),
 //! and the output tiles' two columns are interleaved back.
@@ -59,8 +59,9 @@ pub fn suits_backward_data(g: &Conv2dGeom) -> bool {
 }
 
 /// Whether [`super::ConvVariant::Auto`] runs `pass` of `g` here: a 3×3 stride-1 forward or
-/// backward-data with at least 32 channels on each side (so the channel sum is a deep enough
-/// GEMM and the output channels fill the micro-tiles), on AVX-512, where it was measured
+/// backward-data with 32 to 128 channels on each side (so the channel sum is a deep enough
+/// GEMM and the output channels fill the micro-tiles, while a block's buffers stay in L2),
+/// on AVX-512, where it was measured
 /// faster than the direct kernel (SRResNet's 64→64 layer: 25.8 → 19.8 ms per pass on 2
 /// threads). The transforms round differently from a direct sum (see the module doc).
 pub fn chosen(g: &Conv2dGeom, pass: super::direct::Pass) -> bool {
@@ -70,8 +71,8 @@ pub fn chosen(g: &Conv2dGeom, pass: super::direct::Pass) -> bool {
         Pass::BackwardData => suits_backward_data(g),
         Pass::BackwardWeight => false,
     };
-    fits && g.c_in >= 32
-        && g.c_out >= 32
+    fits && (32..=128).contains(&g.c_in)
+        && (32..=128).contains(&g.c_out)
         && super::lanes::PackIsa::best() == super::lanes::PackIsa::Avx512
 }
 
@@ -85,9 +86,36 @@ pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32],
     if let Some(b) = bias {
         assert_eq!(b.len(), g.c_out, "conv2d: bias length");
     }
-    let kern = Isa::best().kernel();
+    forward_with(x, w, bias, y, g, &Isa::best().kernel(), Transform::Best);
+}
+
+/// Which build of the input transform runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    /// The widest vectors the CPU has (AVX-512 where present).
+    Best,
+    /// Plain loops for any CPU.
+    Portable,
+}
+
+/// [`conv2d_forward`] with a given micro-kernel and transform build (the tests run every
+/// one the CPU has).
+pub fn forward_with(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    g: &Conv2dGeom,
+    kern: &MicroKernel,
+    tf: Transform,
+) {
+    g.assert_buffers("conv2d", [x.len(), w.len(), y.len()]);
+    assert!(
+        suits(g),
+        "winograd conv2d: needs a 3x3 stride-1 kernel, got {g:?}"
+    );
     let u = filter_transform(w, g.c_out, g.c_in, false, kern.mr);
-    forward_u(x, &u, bias, y, g, &kern);
+    forward_u(x, &u, bias, y, g, kern, tf);
 }
 
 /// `dx` of a 3×3 stride-1 convolution: the forward of `dy` with the flipped, transposed
@@ -110,7 +138,7 @@ pub fn conv2d_backward_data(dy: &[f32], w: &[f32], dx: &mut [f32], g: &Conv2dGeo
     };
     let kern = Isa::best().kernel();
     let u = filter_transform(w, g.c_out, g.c_in, true, kern.mr);
-    forward_u(dy, &u, None, dx, &flipped, &kern);
+    forward_u(dy, &u, None, dx, &flipped, &kern, Transform::Best);
 }
 
 /// `U[ξ] = G g Gᵀ` for each filter `g = w[o][i]`, packed for the micro-kernel: for each `ξ`,
@@ -182,6 +210,7 @@ fn forward_u(
     y: &mut [f32],
     g: &Conv2dGeom,
     kern: &MicroKernel,
+    tf: Transform,
 ) {
     if y.is_empty() {
         return;
@@ -192,7 +221,13 @@ fn forward_u(
     // 32 instead of each padding 48 to 64).
     let segs = tw.div_ceil(TILES);
     let per = tw.div_ceil(segs);
-    let group = if segs == 1 { (TILES / tw).max(1) } else { 1 };
+    // ... but keep at least four blocks per thread, so small maps still spread.
+    let tasks = 4 * rayon::current_num_threads().max(1);
+    let group = if segs == 1 {
+        (TILES / tw).min(g.n * th / tasks).max(1)
+    } else {
+        1
+    };
     let blocks: Vec<Block> = (0..g.n)
         .flat_map(|n| (0..th).step_by(group).map(move |ti| (n, ti)))
         .flat_map(|(n, ti)| {
@@ -219,7 +254,10 @@ fn forward_u(
             // M[ξ]: co_panels·mr rows (the last panel's spare rows are scratch) of ldm.
             m.resize(16 * co_panels * mr * ldm, 0.0);
             rows.resize(8 * (b.nt + 1), 0.0);
-            input_transform(x, g, b, nr, v, rows);
+            match tf {
+                Transform::Best => input_transform(x, g, b, nr, v, rows),
+                Transform::Portable => input_transform_with(x, g, b, nr, v, rows),
+            }
             for xi in 0..16 {
                 for q in 0..tp {
                     let vp = &v[((xi * tp + q) * ci) * nr..][..ci * nr];
@@ -242,9 +280,10 @@ fn forward_u(
     });
 }
 
-/// `V[ξ] = (Bᵀ d B)[ξ]` for each of the block's tiles `j` and channels `ci`, `d` the 4×4
-/// input patch at rows `2·ti − pad ..` and columns `2·(j0 + j) − pad ..` (zero outside),
-/// into `v[((ξ·panels + j / nr)·c_in + ci)·nr + j % nr]` (zero past the last tile).
+/// `V[ξ] = (Bᵀ d B)[ξ]` for each of the block's tiles `i = r·nt + j` and channels `ci`, `d`
+/// the 4×4 input patch at rows `2·(ti + r) − pad ..` and columns `2·(j0 + j) − pad ..` (zero
+/// outside), into `v[((ξ·panels + i / nr)·c_in + ci)·nr + i % nr]` (zero past the last
+/// tile).
 ///
 /// Written as plain loops over the tiles so the compiler vectorises them: it is compiled
 /// once for AVX-512 ([`x86::input_transform`]) and once for any CPU.
@@ -403,8 +442,8 @@ mod x86 {
     }
 }
 
-/// `Y = Aᵀ M A` for each of the block's tiles and output channels, plus the bias, into
-/// output rows `2·ti`, `2·ti + 1` (those that exist) at columns `2·(j0 + j)`, `+ 1`. `M[ξ]`
+/// `Y = Aᵀ M A` for each of the block's tiles `r·nt + j` and output channels, plus the bias,
+/// into output rows `2·(ti + r)`, `+ 1` (those that exist) at columns `2·(j0 + j)`, `+ 1`. `M[ξ]`
 /// has `rows` rows of `ldm` tiles.
 ///
 /// # Safety

@@ -280,8 +280,9 @@ pub(super) mod x86 {
     }
 }
 
-/// Where the product goes. The micro-kernel writes straight into a dense destination; any
-/// other destination (a convolution's col2im scatter) receives finished tiles.
+/// Where the product goes. The micro-kernel writes a whole tile straight into the
+/// destination where [`StoreC::tile_at`] says it lies as a strided block (a dense C, a
+/// convolution's output plane); other tiles (edges, a col2im scatter) arrive finished.
 pub trait StoreC: Sync {
     /// Where the `[h, w]` tile whose top-left element is `C[i][j]` lies, when its rows are
     /// evenly spaced runs of `w` contiguous values: `(address of C[i][j], row stride)`. The
@@ -632,8 +633,8 @@ unsafe fn inner_kernel(
 }
 
 /// [`gemm_with`] on strided operands into a dense row-major C (row stride `ldc`), except
-/// that a product with one column whose A rows are contiguous runs as one dot product per
-/// row: a matrix-vector product would fill one of the micro-kernel's `nr` columns and pack
+/// that a product with one column, A's rows and that column contiguous, runs as one dot
+/// product per row: a matrix-vector product would fill one of the micro-kernel's `nr` columns and pack
 /// all of A to do it.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_strided(
@@ -645,22 +646,16 @@ pub fn gemm_strided(
     ldc: usize,
     accumulate: bool,
 ) {
-    if n != 1 || a.cs != 1 || m == 0 || k == 0 {
+    if n != 1 || a.cs != 1 || b.rs != 1 || m == 0 || k == 0 {
         let dc = DenseC::new(c, [m, n], ldc);
         return gemm_with(isa, [m, n, k], a, b, &dc, accumulate);
     }
     assert!(
-        (m - 1) * a.rs + k <= a.data.len() && (k - 1) * b.rs < b.data.len(),
+        (m - 1) * a.rs + k <= a.data.len() && k <= b.data.len(),
         "gemm: operands shorter than [m, n, k] = [{m}, 1, {k}] says"
     );
     assert!(c.len() > (m - 1) * ldc, "gemm: C too short");
-    let gathered: Vec<f32>;
-    let v = if b.rs == 1 {
-        &b.data[..k]
-    } else {
-        gathered = (0..k).map(|p| b.data[p * b.rs]).collect();
-        &gathered
-    };
+    let v = &b.data[..k];
     // Enough rows per task that each does at least about 32K multiply-adds.
     let min_rows = ((1 << 15) / k).max(1);
     c.par_chunks_mut(ldc)

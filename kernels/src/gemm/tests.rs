@@ -64,8 +64,9 @@ proptest! {
 
 #[test]
 fn matrix_vector_products() {
-    // n = 1 with contiguous A rows runs as dot products (`gemm_strided`); the transposed
-    // forms take the packed GEMM. Depths below, at and past the 16 partial sums, and one
+    // n = 1 with contiguous A rows runs as dot products (`gemm_strided`), whether B is
+    // transposed or not (a one-column B is contiguous either way); a transposed A takes
+    // the packed GEMM. Depths below, at and past the 16 partial sums, and one
     // past the task split (m·k over 32K).
     for (m, k) in [(1, 1), (5, 15), (7, 16), (33, 17), (3, 1000), (130, 700)] {
         for (trans_a, trans_b) in [(false, false), (false, true), (true, false)] {
