@@ -120,7 +120,8 @@ impl PackB for Strided<'_> {
 }
 
 /// [`PackA::pack_a`] for a strided A. A panel is `rows` row segments side by side, so:
-/// - a row-major A (`cs == 1`) is packed by 16 × 16 register transposes of those segments;
+/// - a row-major A (`cs == 1`) is packed by 16 × 16 register transposes of those segments,
+///   16 rows of the panel at a time;
 /// - a column-major A (`rs == 1`) holds each panel row (`rows` values) contiguously: a copy;
 /// - any other stride is gathered element by element.
 #[inline(always)]
@@ -148,21 +149,25 @@ pub(super) fn strided_pack_a<L: Lanes>(
             last < s.data.len(),
             "gemm pack_a: A is shorter than its strides say"
         );
-        if s.cs == 1 && mr <= 16 {
-            for pb in (0..kc).step_by(16) {
-                // SAFETY: reads rows r0..r0 + rows, columns p0 + pb.. (< p0 + kc) of A, all
-                // at or below `last`; writes `cols` rows of `mr` floats of this panel.
-                unsafe {
-                    L::transpose(
-                        s.data.as_ptr().add(r0 * s.rs + p0 + pb),
-                        s.rs,
-                        rows,
-                        16.min(kc - pb),
-                        panel.as_mut_ptr().add(pb * mr),
-                        mr,
-                        mr,
-                    )
-                };
+        if s.cs == 1 {
+            for rb in (0..mr).step_by(16) {
+                for pb in (0..kc).step_by(16) {
+                    // SAFETY: reads rows r0 + rb.. (< r0 + rows), columns p0 + pb..
+                    // (< p0 + kc) of A, all at or below `last` (none when rb ≥ rows: the
+                    // block is zero, and its start address is only formed, hence
+                    // `wrapping_add`); writes a block of this panel.
+                    unsafe {
+                        L::transpose(
+                            s.data.as_ptr().wrapping_add((r0 + rb) * s.rs + p0 + pb),
+                            s.rs,
+                            16.min(rows.saturating_sub(rb)),
+                            16.min(kc - pb),
+                            panel.as_mut_ptr().add(pb * mr + rb),
+                            mr,
+                            16.min(mr - rb),
+                        )
+                    };
+                }
             }
         } else if s.rs == 1 {
             for (p, out) in panel.chunks_exact_mut(mr).enumerate() {
@@ -180,8 +185,8 @@ pub(super) fn strided_pack_a<L: Lanes>(
     }
 }
 
-/// [`PackB::pack_b`] for a strided B: a copy per panel row when B's rows are contiguous
-/// (`cs == 1`), 16 × 16 register transposes when its columns are (`rs == 1`), else a gather.
+/// [`PackB::pack_b`] for a strided B: B's panels of `nr` columns are the panels of `nr`
+/// rows of Bᵀ (the same data, strides swapped), packed as A.
 #[inline(always)]
 pub(super) fn strided_pack_b<L: Lanes>(
     s: &Strided,
@@ -192,55 +197,12 @@ pub(super) fn strided_pack_b<L: Lanes>(
     nr: usize,
     dst: &mut [f32],
 ) {
-    for (q, panel) in dst
-        .chunks_exact_mut(kc * nr)
-        .take(nc.div_ceil(nr))
-        .enumerate()
-    {
-        let (c0, cols) = (j0 + q * nr, nr.min(nc - q * nr));
-        if kc == 0 {
-            continue;
-        }
-        if s.cs == 1 {
-            for (p, out) in panel.chunks_exact_mut(nr).enumerate() {
-                let at = (p0 + p) * s.rs + c0;
-                out[..cols].copy_from_slice(&s.data[at..at + cols]);
-                out[cols..].fill(0.0);
-            }
-        } else if s.rs == 1 {
-            let last = (c0 + cols - 1) * s.cs + p0 + kc - 1;
-            assert!(
-                last < s.data.len(),
-                "gemm pack_b: B is shorter than its strides say"
-            );
-            // Columns c0 + cb.. of B are the rows of each transpose; panel rows are its columns.
-            for cb in (0..nr).step_by(16) {
-                for pb in (0..kc).step_by(16) {
-                    // SAFETY: reads columns c0 + cb.. (< c0 + cols), rows p0 + pb.. (< p0 + kc)
-                    // of B, all at or below `last` (none when cb ≥ cols: the block is zero,
-                    // and its start address is only formed, hence `wrapping_add`); writes a
-                    // block of this panel.
-                    unsafe {
-                        L::transpose(
-                            s.data.as_ptr().wrapping_add((c0 + cb) * s.cs + p0 + pb),
-                            s.cs,
-                            16.min(cols.saturating_sub(cb)).min(nr - cb),
-                            16.min(kc - pb),
-                            panel.as_mut_ptr().add(pb * nr + cb),
-                            nr,
-                            16.min(nr - cb),
-                        )
-                    };
-                }
-            }
-        } else {
-            for (p, out) in panel.chunks_exact_mut(nr).enumerate() {
-                for (c, o) in out.iter_mut().enumerate() {
-                    *o = if c < cols { s.at(p0 + p, c0 + c) } else { 0.0 };
-                }
-            }
-        }
-    }
+    let t = Strided {
+        data: s.data,
+        rs: s.cs,
+        cs: s.rs,
+    };
+    strided_pack_a::<L>(&t, j0, nc, p0, kc, nr, dst)
 }
 
 /// The AVX-512 entry points of the strided packers, so the [`Avx512`] moves inline.
