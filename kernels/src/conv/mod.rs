@@ -21,6 +21,7 @@ pub mod reference;
 #[cfg(test)]
 mod tests;
 pub mod winograd;
+pub mod winograd_s2;
 
 use crate::elementwise::{self, UnaryOp};
 use rayon::prelude::*;
@@ -262,9 +263,15 @@ impl ConvVariant {
             ConvVariant::Winograd if winograd::suits(g) => {
                 winograd::conv2d_forward(x, w, bias, y, g)
             }
+            ConvVariant::Winograd if winograd_s2::suits(g) => {
+                winograd_s2::conv2d_forward(x, w, bias, y, g)
+            }
             ConvVariant::Winograd => ConvVariant::Auto.forward(x, w, bias, y, g),
             ConvVariant::Auto if winograd::chosen(g, direct::Pass::Forward) => {
                 winograd::conv2d_forward(x, w, bias, y, g)
+            }
+            ConvVariant::Auto if winograd_s2::chosen(g, direct::Pass::Forward) => {
+                winograd_s2::conv2d_forward(x, w, bias, y, g)
             }
             ConvVariant::Auto if direct::suits(g, direct::Pass::Forward) => {
                 direct::conv2d_forward(x, w, bias, y, g)
@@ -279,9 +286,12 @@ impl ConvVariant {
         match self {
             ConvVariant::Direct => Some(lanes::PackIsa::best()),
             ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
-            ConvVariant::Auto if winograd::chosen(g, pass) => None,
+            ConvVariant::Auto if winograd::chosen(g, pass) || winograd_s2::chosen(g, pass) => None,
             // Winograd where it fits (no fused epilogue), else whatever Auto runs.
             ConvVariant::Winograd => match pass {
+                direct::Pass::Forward | direct::Pass::BackwardData if winograd_s2::suits(g) => {
+                    None
+                }
                 direct::Pass::Forward if winograd::suits(g) => None,
                 direct::Pass::BackwardData if winograd::suits_backward_data(g) => None,
                 _ => ConvVariant::Auto.direct_isa(g, pass),
@@ -339,9 +349,15 @@ impl ConvVariant {
             ConvVariant::Winograd if winograd::suits_backward_data(g) => {
                 winograd::conv2d_backward_data(dy, w, dx, g)
             }
+            ConvVariant::Winograd if winograd_s2::suits(g) => {
+                winograd_s2::conv2d_backward_data(dy, w, dx, g)
+            }
             ConvVariant::Winograd => ConvVariant::Auto.backward_data(dy, w, dx, g),
             ConvVariant::Auto if winograd::chosen(g, direct::Pass::BackwardData) => {
                 winograd::conv2d_backward_data(dy, w, dx, g)
+            }
+            ConvVariant::Auto if winograd_s2::chosen(g, direct::Pass::BackwardData) => {
+                winograd_s2::conv2d_backward_data(dy, w, dx, g)
             }
             ConvVariant::Auto if direct::suits(g, direct::Pass::BackwardData) => {
                 direct::conv2d_backward_data(dy, w, dx, g)
