@@ -289,9 +289,7 @@ impl ConvVariant {
             ConvVariant::Auto if winograd::chosen(g, pass) || winograd_s2::chosen(g, pass) => None,
             // Winograd where it fits (no fused epilogue), else whatever Auto runs.
             ConvVariant::Winograd => match pass {
-                direct::Pass::Forward | direct::Pass::BackwardData if winograd_s2::suits(g) => {
-                    None
-                }
+                direct::Pass::Forward | direct::Pass::BackwardData if winograd_s2::suits(g) => None,
                 direct::Pass::Forward if winograd::suits(g) => None,
                 direct::Pass::BackwardData if winograd::suits_backward_data(g) => None,
                 _ => ConvVariant::Auto.direct_isa(g, pass),

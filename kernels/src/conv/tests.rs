@@ -192,6 +192,12 @@ mod fast {
             // Auto ran Winograd, whose transforms round too: its own bound.
             let e = super::winograd::winograd_bound(&x, &w, Some(&b), g);
             super::winograd::within(&got, &want, &e, g.c_in, &format!("{v:?} forward {g:?}"))?;
+        } else if v == ConvVariant::Auto
+            && super::super::winograd_s2::chosen(g, super::super::direct::Pass::Forward)
+        {
+            let e = super::winograd_s2::forward_bound(&x, &w, Some(&b), g);
+            let what = format!("{v:?} forward {g:?}");
+            super::winograd_s2::within(&got, &want, &e, 4 * g.c_in, &what)?;
         } else {
             conv2d_forward(&abs(&x), &abs(&w), Some(&abs(&b)), &mut bound, g);
             close(&got, &want, &bound, k + 1, &format!("{v:?} forward {g:?}"))?;
@@ -215,6 +221,12 @@ mod fast {
                 g.c_out,
                 &format!("{v:?} backward_data {g:?}"),
             )?;
+        } else if v == ConvVariant::Auto
+            && super::super::winograd_s2::chosen(g, super::super::direct::Pass::BackwardData)
+        {
+            let e = super::winograd_s2::backward_data_bound(&dy, &w, g);
+            let what = format!("{v:?} backward_data {g:?}");
+            super::winograd_s2::within(&got, &want, &e, g.c_out, &what)?;
         } else {
             conv2d_backward_data(&abs(&dy), &abs(&w), &mut bound, g);
             close(
@@ -647,6 +659,245 @@ mod winograd {
                     let mut got = vec![f32::NAN; g.output_len_total()];
                     forward_with(&x, &wt, Some(&b), &mut got, &g, &isa.kernel(), tf);
                     within(&got, &want, &e, c_in, &format!("{isa:?} {tf:?} {g:?}")).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Winograd F(2×2, 2×2) for 4×4 stride-2 layers ([`super::winograd_s2`]) against the
+/// reference, forward and backward-data.
+///
+/// The error bound is the algorithm run on absolute values in f64, with this module's own
+/// phase split and transform matrices: for each output, `E = Σ_c Σ_phase Σ_ξ
+/// |Aᵀ|[a][ξ₀]·|Aᵀ|[b][ξ₁]·(|G||g||G|ᵀ)[ξ]·(|Bᵀ||d||B|)[ξ]`, and each product is rounded
+/// at most `k + 16` times (`k` the GEMM's reduction), so `|err| ≤ (k + 16)·u·E`. A
+/// relative perturbation of 1e-4 anywhere in the transforms fails it.
+mod winograd_s2 {
+    use super::super::winograd::Transform;
+    use super::super::winograd_s2::{backward_data_with, forward_with};
+    use super::super::ConvVariant;
+    use super::*;
+    use crate::gemm::kernels::Isa;
+
+    fn rand32(len: usize, seed: &mut u64) -> Vec<f32> {
+        (0..len).map(|_| lcg(seed) as f32).collect()
+    }
+
+    const G: [[f64; 2]; 3] = [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
+    const BT: [[f64; 3]; 3] = [[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0]];
+    const AT: [[f64; 3]; 2] = [[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]];
+
+    /// `Σ_ξ |Aᵀ|[a][ξ₀]·|Aᵀ|[b][ξ₁]·(|G| g |G|ᵀ)[ξ]·(|Bᵀ| d |B|)[ξ]` for absolute values
+    /// `g` (2×2) and `d` (3×3).
+    fn term(g: [[f64; 2]; 2], d: [[f64; 3]; 3], a: usize, b: usize) -> f64 {
+        let mut e = 0.0;
+        for i in 0..3 {
+            for j in 0..3 {
+                let mut u = 0.0;
+                let mut v = 0.0;
+                for r in 0..2 {
+                    for c in 0..2 {
+                        u += G[i][r] * g[r][c] * G[j][c];
+                    }
+                }
+                for r in 0..3 {
+                    for c in 0..3 {
+                        v += BT[i][r] * d[r][c] * BT[j][c];
+                    }
+                }
+                e += AT[a][i] * AT[b][j] * u * v;
+            }
+        }
+        e
+    }
+
+    /// |plane[r][c]|, zero outside.
+    fn at(x: &[f32], h: usize, w: usize, r: isize, c: isize) -> f64 {
+        if (0..h as isize).contains(&r) && (0..w as isize).contains(&c) {
+            x[r as usize * w + c as usize].abs() as f64
+        } else {
+            0.0
+        }
+    }
+
+    pub(super) fn forward_bound(
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        g: &Conv2dGeom,
+    ) -> Vec<f64> {
+        let (p, q) = (g.pad[0] as isize, g.pad[1] as isize);
+        let mut e = Vec::with_capacity(g.output_len_total());
+        for n in 0..g.n {
+            for o in 0..g.c_out {
+                for oy in 0..g.h_out {
+                    for ox in 0..g.w_out {
+                        let (ty, tx) = ((oy / 2) as isize, (ox / 2) as isize);
+                        let mut s = b.map_or(0.0, |b| b[o].abs() as f64);
+                        for i in 0..g.c_in {
+                            let plane = &x[(n * g.c_in + i) * g.h * g.w..][..g.h * g.w];
+                            for (bh, bw) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                                // Phase (bh, bw): taps 2a + bh, 2b + bw; patch of x rows
+                                // 2(2ty + r) + bh − p.
+                                let gg: [[f64; 2]; 2] = std::array::from_fn(|r| {
+                                    std::array::from_fn(|c| {
+                                        let k = (2 * r + bh) * 4 + 2 * c + bw;
+                                        w[(o * g.c_in + i) * 16 + k].abs() as f64
+                                    })
+                                });
+                                let d: [[f64; 3]; 3] = std::array::from_fn(|r| {
+                                    std::array::from_fn(|c| {
+                                        let row = 2 * (2 * ty + r as isize) + bh as isize - p;
+                                        let col = 2 * (2 * tx + c as isize) + bw as isize - q;
+                                        at(plane, g.h, g.w, row, col)
+                                    })
+                                });
+                                s += term(gg, d, oy % 2, ox % 2);
+                            }
+                        }
+                        e.push(s);
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    pub(super) fn backward_data_bound(dy: &[f32], w: &[f32], g: &Conv2dGeom) -> Vec<f64> {
+        let plane = g.h_out * g.w_out;
+        // Along one axis, for input index i: its phase e, the first m of that phase, and
+        // the tile and the position in it of m = ⌊(i + p)/2⌋.
+        let split = |i: usize, p: usize| {
+            let e = (i + p) % 2;
+            let lo = (p + 1 - e) / 2;
+            let r = (i + p) / 2 - lo;
+            (e, lo as isize, (r / 2) as isize, r % 2)
+        };
+        let mut out = Vec::with_capacity(g.input_len());
+        for n in 0..g.n {
+            for i in 0..g.c_in {
+                for iy in 0..g.h {
+                    for ix in 0..g.w {
+                        let (eh, loh, ty, a) = split(iy, g.pad[0]);
+                        let (ew, low, tx, b) = split(ix, g.pad[1]);
+                        let mut s = 0.0;
+                        for o in 0..g.c_out {
+                            let d = &dy[(n * g.c_out + o) * plane..][..plane];
+                            // Taps 2(1 − a') + e; patch of dy rows lo − 1 + 2t + r.
+                            let gg: [[f64; 2]; 2] = std::array::from_fn(|r| {
+                                std::array::from_fn(|c| {
+                                    let k = (2 * (1 - r) + eh) * 4 + 2 * (1 - c) + ew;
+                                    w[(o * g.c_in + i) * 16 + k].abs() as f64
+                                })
+                            });
+                            let dd: [[f64; 3]; 3] = std::array::from_fn(|r| {
+                                std::array::from_fn(|c| {
+                                    let row = loh - 1 + 2 * ty + r as isize;
+                                    let col = low - 1 + 2 * tx + c as isize;
+                                    at(d, g.h_out, g.w_out, row, col)
+                                })
+                            });
+                            s += term(gg, dd, a, b);
+                        }
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub(super) fn within(
+        got: &[f32],
+        want: &[f32],
+        e: &[f64],
+        k: usize,
+        what: &str,
+    ) -> Result<(), TestCaseError> {
+        let u = f32::EPSILON as f64 / 2.0;
+        for (i, ((&a, &r), &e)) in got.iter().zip(want).zip(e).enumerate() {
+            let tol = (k + 16) as f64 * u * e;
+            prop_assert!(
+                ((a as f64) - (r as f64)).abs() <= tol,
+                "{what}[{i}]: winograd_s2 {a} vs reference {r} (tolerance {tol:e})"
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn winograd_s2_matches_the_reference(
+            n in 1usize..20, c_in in 1usize..10, c_out in 1usize..10,
+            h in 1usize..14, w in 1usize..14, p in 0usize..4, seed in any::<u64>(),
+        ) {
+            let Some(g) = geom(n, c_in, [h, w], c_out, [4, 4], 2, p, 1) else { return Ok(()) };
+            let mut s = seed;
+            let (x, wt, dy, b) = (
+                rand32(g.input_len(), &mut s),
+                rand32(g.weight_len(), &mut s),
+                rand32(g.output_len_total(), &mut s),
+                rand32(g.c_out, &mut s),
+            );
+            let mut got = vec![f32::NAN; g.output_len_total()];
+            let mut want = vec![0f32; g.output_len_total()];
+            ConvVariant::Winograd.forward(&x, &wt, Some(&b), &mut got, &g);
+            conv2d_forward(&x, &wt, Some(&b), &mut want, &g);
+            let e = forward_bound(&x, &wt, Some(&b), &g);
+            within(&got, &want, &e, 4 * c_in, &format!("forward {g:?}"))?;
+
+            let mut got = vec![f32::NAN; g.input_len()];
+            let mut want = vec![0f32; g.input_len()];
+            ConvVariant::Winograd.backward_data(&dy, &wt, &mut got, &g);
+            conv2d_backward_data(&dy, &wt, &mut want, &g);
+            let e = backward_data_bound(&dy, &wt, &g);
+            within(&got, &want, &e, c_out, &format!("backward-data {g:?}"))?;
+        }
+    }
+
+    /// Every micro-kernel shape this CPU has and both builds of the transforms, on batches
+    /// that leave image vectors part-filled, blocks of several tile panels, odd output sizes
+    /// (tiles with missing pixels) and channel counts no micro-tile divides.
+    #[test]
+    fn every_kernel_shape_and_transform_build() {
+        for (n, c_in, c_out, h, w, p) in [
+            (17, 3, 13, 9, 12, 1),
+            (2, 5, 7, 40, 38, 0),
+            (33, 2, 9, 7, 5, 2),
+            (1, 4, 5, 4, 6, 3),
+        ] {
+            let g = geom(n, c_in, [h, w], c_out, [4, 4], 2, p, 1).unwrap();
+            let mut s = (c_in * 31 + w) as u64;
+            let (x, wt, dy, b) = (
+                rand32(g.input_len(), &mut s),
+                rand32(g.weight_len(), &mut s),
+                rand32(g.output_len_total(), &mut s),
+                rand32(c_out, &mut s),
+            );
+            let mut want_y = vec![0f32; g.output_len_total()];
+            conv2d_forward(&x, &wt, Some(&b), &mut want_y, &g);
+            let ey = forward_bound(&x, &wt, Some(&b), &g);
+            let mut want_dx = vec![0f32; g.input_len()];
+            conv2d_backward_data(&dy, &wt, &mut want_dx, &g);
+            let edx = backward_data_bound(&dy, &wt, &g);
+            for isa in Isa::available() {
+                for tf in [Transform::Best, Transform::Portable] {
+                    let what = format!("{isa:?} {tf:?} {g:?}");
+                    let mut got = vec![f32::NAN; g.output_len_total()];
+                    forward_with(&x, &wt, Some(&b), &mut got, &g, &isa.kernel(), tf);
+                    within(&got, &want_y, &ey, 4 * c_in, &format!("forward {what}")).unwrap();
+                    let mut got = vec![f32::NAN; g.input_len()];
+                    backward_data_with(&dy, &wt, &mut got, &g, &isa.kernel(), tf);
+                    within(
+                        &got,
+                        &want_dx,
+                        &edx,
+                        c_out,
+                        &format!("backward-data {what}"),
+                    )
+                    .unwrap();
                 }
             }
         }

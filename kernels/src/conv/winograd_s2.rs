@@ -55,15 +55,26 @@ pub fn suits(g: &Conv2dGeom) -> bool {
     g.kh == 4 && g.kw == 4 && g.stride == [2, 2] && g.dilation == [1, 1]
 }
 
-/// Whether [`super::ConvVariant::Auto`] runs `pass` of `g` here: forward and backward-data
-/// of a 4×4 stride-2 layer with 32+ channels each side (so the split's GEMMs fill the
-/// micro-tiles), on AVX-512, where it was measured faster than the direct kernel.
+/// Whether [`super::ConvVariant::Auto`] runs `pass` of `g` here, on AVX-512 where it was
+/// measured against the direct kernel (DCGAN's layers, batch 64, 2 threads):
+/// - forward with 32 to 128 input channels (a reduction of 128 to 512) and 32+ output
+///   channels: D2 and D3, 9.1–10.0 → 7.1–8.2 ms; with 256 input channels (D4) the
+///   transformed filters (9·c_out·4·c_in floats) cost what the GEMM saves;
+/// - backward-data with 32+ channels each side: D3 9.7 → 7.8 ms, D2 and D4 a few percent;
+/// - a batch that fills the 16-image vectors to within an eighth.
+///
+/// The transforms round differently from a direct sum (see the module doc).
 pub fn chosen(g: &Conv2dGeom, pass: super::direct::Pass) -> bool {
     use super::direct::Pass;
-    pass != Pass::BackwardWeight
+    let channels = match pass {
+        Pass::Forward => (32..=128).contains(&g.c_in) && g.c_out >= 32,
+        Pass::BackwardData => g.c_in >= 32 && g.c_out >= 32,
+        Pass::BackwardWeight => false,
+    };
+    let spare = g.n.div_ceil(LANES) * LANES - g.n;
+    channels
         && suits(g)
-        && g.c_in >= 32
-        && g.c_out >= 32
+        && 8 * spare <= g.n
         && super::lanes::PackIsa::best() == super::lanes::PackIsa::Avx512
 }
 
@@ -403,9 +414,18 @@ fn gcd(a: usize, b: usize) -> usize {
 /// Builds the [`Spread`] input, padded so that every job's patches lie inside it.
 fn spread(x: &[f32], jobs: &[Job], planes: &Planes, tf: Transform) -> Spread {
     let (cs, h, w) = planes.src;
-    let views = || jobs.iter().flat_map(|j| j.views.iter().map(move |v| (j, v)));
-    let top = views().map(|(_, v)| (-v.r0).max(0) as usize).max().unwrap_or(0);
-    let left = views().map(|(_, v)| (-v.c0).max(0) as usize).max().unwrap_or(0);
+    let views = || {
+        jobs.iter()
+            .flat_map(|j| j.views.iter().map(move |v| (j, v)))
+    };
+    let top = views()
+        .map(|(_, v)| (-v.r0).max(0) as usize)
+        .max()
+        .unwrap_or(0);
+    let left = views()
+        .map(|(_, v)| (-v.c0).max(0) as usize)
+        .max()
+        .unwrap_or(0);
     // The last patch row of a job: view row 2·th, at step·2·th + r0 (+ top when padded).
     let last = |(_, v): (&Job, &View), tiles: usize, off: isize, pad: usize| {
         ((v.step * 2 * tiles) as isize + off + pad as isize).max(0) as usize + 1
@@ -425,7 +445,6 @@ fn spread(x: &[f32], jobs: &[Job], planes: &Planes, tf: Transform) -> Spread {
         cs,
         h,
         w,
-        hp,
         wp,
         top,
         left,
@@ -436,7 +455,9 @@ fn spread(x: &[f32], jobs: &[Job], planes: &Planes, tf: Transform) -> Spread {
             let (g, c) = (gc / cs, gc % cs);
             match tf {
                 #[cfg(target_arch = "x86_64")]
-                Transform::Best if super::lanes::PackIsa::best() == super::lanes::PackIsa::Avx512 => {
+                Transform::Best
+                    if super::lanes::PackIsa::best() == super::lanes::PackIsa::Avx512 =>
+                {
                     // SAFETY: the CPU has AVX-512F.
                     unsafe { x86::spread_plane(x, &geo, g, c, dst) }
                 }
@@ -459,7 +480,6 @@ struct SpreadGeo {
     cs: usize,
     h: usize,
     w: usize,
-    hp: usize,
     wp: usize,
     top: usize,
     left: usize,
@@ -585,7 +605,7 @@ fn each_patch<'a>(
 /// hold whole vectors.
 fn input_transform(sp: &Spread, b: &BlockAt, cs: usize, v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if Isa::best() == Isa::Avx512 && b.nr % LANES == 0 {
+    if Isa::best() == Isa::Avx512 && b.nr.is_multiple_of(LANES) {
         // SAFETY: the CPU has AVX-512F, and nr is a multiple of 16.
         return unsafe { x86::input_transform(sp, b, cs, v) };
     }
@@ -692,10 +712,14 @@ fn unspread(ys: &[f32], y: &mut [f32], planes: &Planes, tf: Transform) {
                 let d = dst.get().add((g * LANES * cd + c) * plane);
                 match tf {
                     #[cfg(target_arch = "x86_64")]
-                    Transform::Best if super::lanes::PackIsa::best() == super::lanes::PackIsa::Avx512 => {
+                    Transform::Best
+                        if super::lanes::PackIsa::best() == super::lanes::PackIsa::Avx512 =>
+                    {
                         x86::unspread_plane(src, live, cd * plane, d, wd)
                     }
-                    _ => unspread_plane_with::<super::lanes::Portable>(src, live, cd * plane, d, wd),
+                    _ => {
+                        unspread_plane_with::<super::lanes::Portable>(src, live, cd * plane, d, wd)
+                    }
                 }
             }
         });
@@ -719,7 +743,15 @@ unsafe fn unspread_plane_with<L: super::lanes::Lanes>(
             // SAFETY: n columns of 16 floats read inside `row`; lane l's n floats are
             // written at dst + l·ld + r·wd + c0 (the caller's contract).
             unsafe {
-                L::transpose(row[c0 * LANES..].as_ptr(), LANES, n, live, dst.add(r * wd + c0), ld, n)
+                L::transpose(
+                    row[c0 * LANES..].as_ptr(),
+                    LANES,
+                    n,
+                    live,
+                    dst.add(r * wd + c0),
+                    ld,
+                    n,
+                )
             };
         }
     }
@@ -736,7 +768,7 @@ mod x86 {
     /// The CPU has AVX-512F, and `b.nr` is a multiple of 16.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn input_transform(sp: &Spread, b: &BlockAt, cs: usize, v: &mut [f32]) {
-        assert!(b.nr % LANES == 0 && 9 * b.tp * b.ks * b.nr <= v.len());
+        assert!(b.nr.is_multiple_of(LANES) && 9 * b.tp * b.ks * b.nr <= v.len());
         let vp = v.as_mut_ptr();
         super::each_patch(sp, b, cs, |i, k, d| {
             // SAFETY: each `d(r, c)` is 16 floats.
