@@ -219,11 +219,13 @@ pub enum ConvVariant {
     /// [`direct`] with its plain-loop micro-kernel (what `Direct` runs on a CPU without
     /// AVX-512).
     DirectPortable,
-    /// [`winograd`] F(2×2, 3×3) for 3×3 stride-1 forward and backward-data passes; every
-    /// other pass (and geometry) as [`ConvVariant::Auto`].
+    /// [`winograd`] F(2×2, 3×3) for 3×3 stride-1 forward and backward-data passes, and
+    /// [`winograd_s2`] F(2×2, 2×2) for 4×4 stride-2 ones; every other pass (and geometry)
+    /// as [`ConvVariant::Auto`].
     Winograd,
     /// The default: per pass, [`winograd`] where [`winograd::chosen`] says (3×3 stride-1
-    /// forward and backward-data with 32+ channels each side, on AVX-512), else [`direct`]
+    /// forward and backward-data with 32+ channels each side, on AVX-512), or
+    /// [`winograd_s2`] where [`winograd_s2::chosen`] says (DCGAN's 4×4 stride-2 layers), else [`direct`]
     /// where [`direct::suits`] says its 64-channel tiles are filled and its reduction is deep
     /// enough (and the CPU has AVX-512), else [`cpu`] (the packed implicit GEMM).
     Auto,
