@@ -122,7 +122,8 @@ enum ConvRung {
     Direct,
     /// direct with its plain-loop micro-kernel (what a CPU without AVX-512 runs)
     DirectPortable,
-    /// Winograd F(2x2, 3x3) for 3x3 stride-1 forward and backward-data, else auto
+    /// Winograd: F(2x2, 3x3) for 3x3 stride-1 and F(2x2, 2x2) for 4x4 stride-2 forward and
+    /// backward-data, else auto
     Winograd,
     /// per pass, Winograd or direct where they suit the layer, else implicit-gemm (the default)
     Auto,

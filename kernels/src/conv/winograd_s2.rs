@@ -46,7 +46,7 @@ use crate::gemm::kernels::{Isa, MicroKernel};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Tiles per block at most (one tile row segment is at most this long).
+/// Tiles per block at most.
 const MAX_TILES: usize = 128;
 
 /// Whether this path computes `g`'s forward and backward-data: a 4×4 kernel, stride 2,
@@ -289,7 +289,7 @@ const LANES: usize = 16;
 ///
 /// This is what lets the transforms vectorise whatever the tile grid: DCGAN's are 2 to 8
 /// tiles wide, too short to run along a row, while the batch gives every tile position 16
-/// (or 64) of the same patch shape.
+/// patches of the same shape.
 struct Spread {
     buf: crate::scratch::Scratch,
     groups: usize,
@@ -305,7 +305,7 @@ struct Spread {
 /// A job's tiles are numbered position-major with the images innermost:
 /// `t = ((ti·tw + tj)·groups + g)·16 + lane` is tile `(ti, tj)` of image `16g + lane`, so
 /// every vector of 16 tiles shares one position (tiles of images past the batch are
-/// computed from zeros and never written).
+/// computed from zeros, and never copied back to the output).
 fn run(
     x: &[f32],
     jobs: &[Job],
@@ -320,8 +320,8 @@ fn run(
     }
     let (mr, nr) = (kern.mr, kern.nr);
     let (cs, cd) = (planes.src.0, planes.dst.0);
-    let spread = spread(x, jobs, planes, tf);
-    let groups = spread.groups;
+    let sp = spread(x, jobs, planes, tf);
+    let groups = sp.groups;
     let ks_max = jobs.iter().map(|j| j.views.len() * cs).max().unwrap_or(0);
     // Blocks are whole vectors and whole panels.
     let unit = LANES * nr / gcd(LANES, nr);
@@ -374,8 +374,8 @@ fn run(
                 nr,
             };
             match tf {
-                Transform::Best => input_transform(&spread, &b, cs, v),
-                Transform::Portable => input_transform_with(&spread, &b, cs, v),
+                Transform::Best => input_transform(&sp, &b, cs, v),
+                Transform::Portable => input_transform_with(&sp, &b, cs, v),
             }
             // Per ξ, each output panel of U (ks·mr floats, L1/L2) against every tile panel
             // of V (L2).
@@ -618,7 +618,8 @@ fn input_transform(sp: &Spread, b: &BlockAt, cs: usize, v: &mut [f32]) {
 /// `M[ξ]` has `rows` rows of `ldm` block tiles.
 ///
 /// # Safety
-/// `y` points at the whole spread output, and no other thread writes the block's pixels.
+/// `y` points at the whole spread output of `planes` (`groups` image groups), the job's
+/// `out` maps its tiles inside `planes.dst`, and no other thread writes the block's pixels.
 #[allow(clippy::too_many_arguments)]
 unsafe fn output_transform(
     m: &[f32],
@@ -649,9 +650,11 @@ unsafe fn output_transform(
         for co in 0..cd {
             let bias = bias.map_or(0.0, |b| b[co]);
             let mat = |xi: usize| &m[(xi * rows + co) * ldm + i..][..LANES];
-            let dst = y.get().add((g * cd + co) * hd * wd * LANES);
+            // SAFETY: g < groups and co < c_d: this plane lies inside the spread output.
+            let dst = unsafe { y.get().add((g * cd + co) * hd * wd * LANES) };
             // SAFETY: M rows hold the block's tiles; the pixels lie inside this group's
-            // channel plane of the spread output (the caller's contract).
+            // channel plane of the spread output (the caller's contract), and the AVX-512
+            // form runs only where the CPU has it.
             unsafe {
                 match tf {
                     #[cfg(target_arch = "x86_64")]
@@ -765,10 +768,13 @@ mod x86 {
     /// [`super::input_transform_with`] with AVX-512 vectors.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, and `b.nr` is a multiple of 16.
+    /// The CPU has AVX-512F. (The block's shape is checked: whole vectors of tiles, in
+    /// whole panels of a multiple of 16, inside `v`.)
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn input_transform(sp: &Spread, b: &BlockAt, cs: usize, v: &mut [f32]) {
         assert!(b.nr.is_multiple_of(LANES) && 9 * b.tp * b.ks * b.nr <= v.len());
+        assert!(b.t0.is_multiple_of(LANES) && b.count.is_multiple_of(LANES));
+        assert!(b.count <= b.tp * b.nr && b.ks == b.job.views.len() * cs);
         let vp = v.as_mut_ptr();
         super::each_patch(sp, b, cs, |i, k, d| {
             // SAFETY: each `d(r, c)` is 16 floats.
@@ -848,6 +854,7 @@ mod x86 {
         dst: *mut f32,
         wd: usize,
     ) {
+        // SAFETY: the caller's contract, passed on.
         unsafe { super::unspread_plane_with::<crate::conv::lanes::Avx512>(src, live, ld, dst, wd) }
     }
 }
