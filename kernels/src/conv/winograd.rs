@@ -258,26 +258,48 @@ fn forward_u(
                 Transform::Best => input_transform(x, g, b, nr, v, rows),
                 Transform::Portable => input_transform_with(x, g, b, nr, v, rows),
             }
-            for xi in 0..16 {
-                for q in 0..tp {
-                    let vp = &v[((xi * tp + q) * ci) * nr..][..ci * nr];
-                    for pi in 0..co_panels {
-                        let up = &u[((xi * co_panels + pi) * ci) * mr..][..ci * mr];
-                        let c = &mut m[(xi * co_panels + pi) * mr * ldm + q * nr..];
-                        assert!(c.len() >= (mr - 1) * ldm + nr);
-                        // SAFETY: `up` holds ci·mr and `vp` ci·nr floats, and `c` an mr × nr
-                        // block at row stride ldm (checked above), this task's own.
-                        unsafe {
-                            (kern.run)(ci, up.as_ptr(), vp.as_ptr(), c.as_mut_ptr(), ldm, false)
-                        };
-                    }
-                }
-            }
+            let u_at = |xi: usize, pi: usize| &u[((xi * co_panels + pi) * ci) * mr..][..ci * mr];
+            products(kern, 16, ci, co_panels, tp, u_at, v, m);
             // SAFETY: the block writes output rows 2·ti, 2·ti + 1 of image n, columns of its
             // own tiles: no other block writes them.
             unsafe { output_transform(m, co_panels * mr, ldm, bias, g, b, out) };
         });
     });
+}
+
+/// `M[ξ] = U[ξ]·V[ξ]` for each of a block's `n_xi` transform positions, as bare
+/// micro-kernel calls: `u_at(ξ, p)` is output panel `p` of `U[ξ]` (`ks·mr` floats, packed
+/// A), `v` holds for each `ξ` the `tp` packed B panels of `ks·nr`, and `M[ξ]` is
+/// `panels·mr` rows of `tp·nr` tiles (the last panel's spare rows are scratch). Per `ξ`,
+/// each output panel of U stays in L1/L2 while it meets every tile panel of V (L2).
+/// Shared by both Winograd rungs.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn products<'u>(
+    kern: &MicroKernel,
+    n_xi: usize,
+    ks: usize,
+    panels: usize,
+    tp: usize,
+    u_at: impl Fn(usize, usize) -> &'u [f32],
+    v: &[f32],
+    m: &mut [f32],
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    let ldm = tp * nr;
+    for xi in 0..n_xi {
+        for pi in 0..panels {
+            let up = u_at(xi, pi);
+            assert!(up.len() >= ks * mr);
+            for q in 0..tp {
+                let vp = &v[((xi * tp + q) * ks) * nr..][..ks * nr];
+                let c = &mut m[(xi * panels + pi) * mr * ldm + q * nr..];
+                assert!(c.len() >= (mr - 1) * ldm + nr);
+                // SAFETY: `up` holds ks·mr and `vp` ks·nr floats, and `c` an mr × nr block
+                // at row stride ldm (checked above), the caller's own.
+                unsafe { (kern.run)(ks, up.as_ptr(), vp.as_ptr(), c.as_mut_ptr(), ldm, false) };
+            }
+        }
+    }
 }
 
 /// `V[ξ] = (Bᵀ d B)[ξ]` for each of the block's tiles `i = r·nt + j` and channels `ci`, `d`

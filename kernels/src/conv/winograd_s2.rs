@@ -377,23 +377,8 @@ fn run(
                 Transform::Best => input_transform(&sp, &b, cs, v),
                 Transform::Portable => input_transform_with(&sp, &b, cs, v),
             }
-            // Per ξ, each output panel of U (ks·mr floats, L1/L2) against every tile panel
-            // of V (L2).
-            for xi in 0..9 {
-                for pi in 0..panels {
-                    let up = &job.u[((pi * 9 + xi) * ks) * mr..][..ks * mr];
-                    for q in 0..tp {
-                        let vp = &v[((xi * tp + q) * ks) * nr..][..ks * nr];
-                        let c = &mut m[(xi * panels + pi) * mr * ldm + q * nr..];
-                        assert!(c.len() >= (mr - 1) * ldm + nr);
-                        // SAFETY: `up` holds ks·mr and `vp` ks·nr floats, and `c` an mr × nr
-                        // block at row stride ldm (checked above), this task's own.
-                        unsafe {
-                            (kern.run)(ks, up.as_ptr(), vp.as_ptr(), c.as_mut_ptr(), ldm, false)
-                        };
-                    }
-                }
-            }
+            let u_at = |xi: usize, pi: usize| &job.u[((pi * 9 + xi) * ks) * mr..][..ks * mr];
+            super::winograd::products(kern, 9, ks, panels, tp, u_at, v, m);
             // SAFETY: `out` holds the spread output of the geometry the jobs were made
             // from; the block's output pixels are its own: jobs' outputs interleave without
             // sharing a pixel, and tiles do not overlap.
