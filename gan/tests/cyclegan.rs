@@ -29,7 +29,11 @@ fn with_prefix(f: &TensorFile, prefix: &str) -> Vec<(String, Tensor)> {
     f.tensors
         .iter()
         .filter_map(|(n, t)| n.strip_prefix(prefix).map(|n| (n.to_string(), t.clone())))
-        .filter(|(n, _)| !matches!(n.as_str(), "input" | "out" | "gout") && !n.starts_with("grad."))
+        .filter(|(n, _)| {
+            !matches!(n.as_str(), "input" | "out" | "gout")
+                && !n.starts_with("grad.")
+                && !n.starts_with("exact.")
+        })
         .collect()
 }
 
@@ -96,19 +100,28 @@ fn pytorch_checkpoints_load_and_reproduce_pytorchs_outputs_and_gradients() {
     let g = ResnetGenerator::new(config, &mut Rng::new(3)).unwrap();
     load_state_dict(&g, &tensors).unwrap();
     let x = f.get("g.input").unwrap().variable();
+    // float32 results differ from the float64 truth by rounding, PyTorch's as well as ours
+    // (its weight gradient here is 9e-5 off). Each of ours is held to twice PyTorch's own error
+    // against that truth (floored at 1e-6), and so to PyTorch itself within three times it.
+    let as_exact_as_pytorch = |ours: &Tensor, name: &str| {
+        let exact = f.get(&format!("g.exact.{name}")).unwrap();
+        let e = worst(ours, exact);
+        let pytorch = worst(f.get(&format!("g.{name}")).unwrap(), exact);
+        eprintln!("{name}: ours {e:.2e} off float64, PyTorch's {pytorch:.2e}");
+        assert!(
+            e <= 2.0 * pytorch.max(1e-6),
+            "{name}: {e} off the float64 result, PyTorch's float32 {pytorch} off it"
+        );
+    };
     let out = g.forward(&x, Mode::Train).unwrap();
     let e = worst(&out, f.get("g.out").unwrap());
     assert!(e < 1e-5, "generator output differs by {e}");
+    as_exact_as_pytorch(&out, "out");
     let grads = out.backward_with(f.get("g.gout").unwrap()).unwrap();
-    let e = worst(grads.get(&x).unwrap(), f.get("g.grad.input").unwrap());
-    assert!(e < 1e-4, "input gradient differs by {e}");
+    as_exact_as_pytorch(grads.get(&x).unwrap(), "grad.input");
     let w = &g.named_parameters()[0];
     assert_eq!(w.0, "model.1.weight");
-    let e = worst(
-        grads.get(&w.1).unwrap(),
-        f.get("g.grad.model.1.weight").unwrap(),
-    );
-    assert!(e < 1e-4, "weight gradient differs by {e}");
+    as_exact_as_pytorch(grads.get(&w.1).unwrap(), "grad.model.1.weight");
 
     let d = PatchDiscriminator::new(
         PatchDiscriminatorConfig {
@@ -287,7 +300,7 @@ fn domains() -> (Arc<dyn Dataset>, Arc<dyn Dataset>) {
 }
 
 #[test]
-fn a_few_steps_are_finite_and_all_four_losses_fall() {
+fn a_few_steps_are_finite_and_the_cycle_losses_fall() {
     let config = tiny_config(60);
     let mut net = CycleGan::new(&config).unwrap();
     let (a, b) = domains();
@@ -301,18 +314,26 @@ fn a_few_steps_are_finite_and_all_four_losses_fall() {
         let n = r.len() as f64;
         stats[r].iter().map(f).sum::<f64>() / n
     };
+    // The reconstruction terms must fall well; the two adversarial terms are a game whose
+    // course after a few dozen Adam steps turns on rounding (x86-64 and aarch64 part ways
+    // from step 6: on one the generator's term falls 1.10 → 0.67, on the other the
+    // discriminator's 0.66 → 0.41 while the generator's rises to 1.16), so they must stay
+    // finite and bounded, not fall.
     type Term = fn(&CycleStepStats) -> f64;
-    let losses: [(&str, Term); 4] = [
-        ("adversarial", CycleStepStats::adversarial),
-        ("cycle", CycleStepStats::cycle),
-        ("identity", CycleStepStats::identity),
-        ("discriminator", CycleStepStats::discriminator),
+    let losses: [(&str, Term, f64); 4] = [
+        ("adversarial", CycleStepStats::adversarial, 1.5),
+        ("cycle", CycleStepStats::cycle, 0.6),
+        ("identity", CycleStepStats::identity, 0.6),
+        ("discriminator", CycleStepStats::discriminator, 1.5),
     ];
-    for (name, f) in losses {
+    for (name, f, most) in losses {
         let (first, last) = (mean(0..10, f), mean(50..60, f));
         eprintln!("{name}: first 10 steps {first:.4}, last 10 {last:.4}");
         assert!(stats.iter().all(|s| f(s).is_finite()), "{name} not finite");
-        assert!(last < first, "{name} did not fall: {first} → {last}");
+        assert!(
+            last < most * first,
+            "{name}: {first} → {last}, more than {most} times the start"
+        );
     }
     assert_eq!(net.pool_a.len(), 4, "the pool filled");
 }
