@@ -227,6 +227,7 @@ pub fn gantry_impl(variant: ConvVariant) -> ConvImpl {
         ConvVariant::Direct => rung!(ConvVariant::Direct),
         ConvVariant::DirectPortable => rung!(ConvVariant::DirectPortable),
         ConvVariant::Winograd => rung!(ConvVariant::Winograd),
+        ConvVariant::Narrow => rung!(ConvVariant::Narrow),
         ConvVariant::Auto => rung!(ConvVariant::Auto),
     }
 }

@@ -125,7 +125,11 @@ enum ConvRung {
     /// Winograd: F(2x2, 3x3) for 3x3 stride-1 and F(2x2, 2x2) for 4x4 stride-2 forward and
     /// backward-data, else auto
     Winograd,
-    /// per pass, Winograd or direct where they suit the layer, else implicit-gemm (the default)
+    /// stride-1 forward and weight gradient vectorised along output rows (for few output
+    /// channels), else auto
+    Narrow,
+    /// per pass, Winograd, direct or narrow where they suit the layer, else implicit-gemm (the
+    /// default)
     Auto,
 }
 
@@ -141,6 +145,7 @@ impl From<ConvRung> for gantry::kernels::conv::ConvVariant {
             ConvRung::Direct => V::Direct,
             ConvRung::DirectPortable => V::DirectPortable,
             ConvRung::Winograd => V::Winograd,
+            ConvRung::Narrow => V::Narrow,
             ConvRung::Auto => V::Auto,
         }
     }

@@ -17,6 +17,7 @@ pub mod cuda_check;
 pub mod direct;
 pub mod im2col;
 pub mod lanes;
+pub mod narrow;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -223,16 +224,21 @@ pub enum ConvVariant {
     /// [`winograd_s2`] F(2×2, 2×2) for 4×4 stride-2 ones; every other pass (and geometry)
     /// as [`ConvVariant::Auto`].
     Winograd,
+    /// [`narrow`]: stride-1 forward and weight-gradient passes vectorised along the output
+    /// row, for layers with few output channels; every other pass (and geometry) as
+    /// [`ConvVariant::Auto`].
+    Narrow,
     /// The default: per pass, [`winograd`] where [`winograd::chosen`] says (3×3 stride-1
     /// forward and backward-data with 32+ channels each side, on AVX-512), or
     /// [`winograd_s2`] where [`winograd_s2::chosen`] says (DCGAN's 4×4 stride-2 layers), else [`direct`]
     /// where [`direct::suits`] says its 64-channel tiles are filled and its reduction is deep
-    /// enough (and the CPU has AVX-512), else [`cpu`] (the packed implicit GEMM).
+    /// enough (and the CPU has AVX-512), else [`narrow`] where [`narrow::chosen`] says (fewer
+    /// than 32 output channels at stride 1, on AVX-512), else [`cpu`] (the packed implicit GEMM).
     Auto,
 }
 
 impl ConvVariant {
-    pub const ALL: [ConvVariant; 9] = [
+    pub const ALL: [ConvVariant; 10] = [
         ConvVariant::Reference,
         ConvVariant::Im2colGemm,
         ConvVariant::ImplicitGemm,
@@ -241,6 +247,7 @@ impl ConvVariant {
         ConvVariant::Direct,
         ConvVariant::DirectPortable,
         ConvVariant::Winograd,
+        ConvVariant::Narrow,
         ConvVariant::Auto,
     ];
 
@@ -269,6 +276,8 @@ impl ConvVariant {
                 winograd_s2::conv2d_forward(x, w, bias, y, g)
             }
             ConvVariant::Winograd => ConvVariant::Auto.forward(x, w, bias, y, g),
+            ConvVariant::Narrow if narrow::suits(g) => narrow::conv2d_forward(x, w, bias, y, g),
+            ConvVariant::Narrow => ConvVariant::Auto.forward(x, w, bias, y, g),
             ConvVariant::Auto if winograd::chosen(g, direct::Pass::Forward) => {
                 winograd::conv2d_forward(x, w, bias, y, g)
             }
@@ -277,6 +286,9 @@ impl ConvVariant {
             }
             ConvVariant::Auto if direct::suits(g, direct::Pass::Forward) => {
                 direct::conv2d_forward(x, w, bias, y, g)
+            }
+            ConvVariant::Auto if narrow::chosen(g, direct::Pass::Forward) => {
+                narrow::conv2d_forward(x, w, bias, y, g)
             }
             ConvVariant::Auto => cpu::conv2d_forward(x, w, bias, y, g),
         }
@@ -288,7 +300,17 @@ impl ConvVariant {
         match self {
             ConvVariant::Direct => Some(lanes::PackIsa::best()),
             ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
-            ConvVariant::Auto if winograd::chosen(g, pass) || winograd_s2::chosen(g, pass) => None,
+            ConvVariant::Auto
+                if winograd::chosen(g, pass)
+                    || winograd_s2::chosen(g, pass)
+                    || narrow::chosen(g, pass) =>
+            {
+                None
+            }
+            ConvVariant::Narrow => match pass {
+                direct::Pass::Forward if narrow::suits(g) => None,
+                _ => ConvVariant::Auto.direct_isa(g, pass),
+            },
             // Winograd where it fits (no fused epilogue), else whatever Auto runs.
             ConvVariant::Winograd => match pass {
                 direct::Pass::Forward | direct::Pass::BackwardData if winograd_s2::suits(g) => None,
@@ -353,6 +375,7 @@ impl ConvVariant {
                 winograd_s2::conv2d_backward_data(dy, w, dx, g)
             }
             ConvVariant::Winograd => ConvVariant::Auto.backward_data(dy, w, dx, g),
+            ConvVariant::Narrow => ConvVariant::Auto.backward_data(dy, w, dx, g),
             ConvVariant::Auto if winograd::chosen(g, direct::Pass::BackwardData) => {
                 winograd::conv2d_backward_data(dy, w, dx, g)
             }
@@ -378,8 +401,13 @@ impl ConvVariant {
             ConvVariant::Direct => direct::conv2d_backward_weight(x, dy, dw, g),
             ConvVariant::DirectPortable => direct::conv2d_backward_weight_portable(x, dy, dw, g),
             ConvVariant::Winograd => ConvVariant::Auto.backward_weight(x, dy, dw, g),
+            ConvVariant::Narrow if narrow::suits(g) => narrow::conv2d_backward_weight(x, dy, dw, g),
+            ConvVariant::Narrow => ConvVariant::Auto.backward_weight(x, dy, dw, g),
             ConvVariant::Auto if direct::suits(g, direct::Pass::BackwardWeight) => {
                 direct::conv2d_backward_weight(x, dy, dw, g)
+            }
+            ConvVariant::Auto if narrow::chosen(g, direct::Pass::BackwardWeight) => {
+                narrow::conv2d_backward_weight(x, dy, dw, g)
             }
             ConvVariant::Auto => cpu::conv2d_backward_weight(x, dy, dw, g),
         }

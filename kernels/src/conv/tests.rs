@@ -162,6 +162,7 @@ mod fast {
             ConvVariant::ImplicitGemmPortablePack,
             ConvVariant::Direct,
             ConvVariant::DirectPortable,
+            ConvVariant::Narrow,
             ConvVariant::Auto,
         ] {
             check_variant(v, g, seed)?;
@@ -275,6 +276,69 @@ mod fast {
             prop_assert_eq!((g.h_out, g.w_out), (1, 1));
             check_all(&g, seed)?;
         }
+    }
+
+    /// The narrow rung in both builds, on rows wide enough for several tiles: up to 7
+    /// vectors (a 6-vector tile, then a part-filled one), 1–9 output channels (tiles of 4 and
+    /// the rest), kernels up to 11 taps wide (weight-gradient tiles of 9 or 6 taps and the
+    /// rest), bands of rows that end part-way, and padding wider than the kernel.
+    fn check_narrow(g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
+        use super::super::lanes::PackIsa;
+        use super::super::narrow::{backward_weight_with, forward_with};
+        let mut s = seed;
+        let (x, w, dy, b) = (
+            rand32(g.input_len(), &mut s),
+            rand32(g.weight_len(), &mut s),
+            rand32(g.output_len_total(), &mut s),
+            rand32(g.c_out, &mut s),
+        );
+        let mut y_want = vec![0f32; g.output_len_total()];
+        let mut y_bound = y_want.clone();
+        conv2d_forward(&x, &w, Some(&b), &mut y_want, g);
+        conv2d_forward(&abs(&x), &abs(&w), Some(&abs(&b)), &mut y_bound, g);
+        let mut dw_want = vec![0f32; g.weight_len()];
+        let mut dw_bound = dw_want.clone();
+        conv2d_backward_weight(&x, &dy, &mut dw_want, g);
+        conv2d_backward_weight(&abs(&x), &abs(&dy), &mut dw_bound, g);
+        for isa in [PackIsa::Portable, PackIsa::best()] {
+            let mut y = vec![f32::NAN; y_want.len()];
+            forward_with(&x, &w, Some(&b), &mut y, g, isa);
+            let k = g.c_in * g.kh * g.kw;
+            close(
+                &y,
+                &y_want,
+                &y_bound,
+                k + 1,
+                &format!("narrow {isa:?} forward {g:?}"),
+            )?;
+            let mut dw = vec![f32::NAN; dw_want.len()];
+            backward_weight_with(&x, &dy, &mut dw, g, isa);
+            let what = format!("narrow {isa:?} backward_weight {g:?}");
+            close(&dw, &dw_want, &dw_bound, g.n * g.h_out * g.w_out, &what)?;
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn narrow_rung_matches_the_reference(
+            n in 1usize..3, c_in in 1usize..4, c_out in 1usize..10,
+            h in 1usize..20, w in 1usize..100, kh in 1usize..6, kw in 1usize..12,
+            p in 0usize..6, seed in any::<u64>(),
+        ) {
+            let Some(g) = geom(n, c_in, [h, w], c_out, [kh, kw], 1, p, 1) else { return Ok(()) };
+            check_narrow(&g, seed)?;
+        }
+    }
+
+    #[test]
+    fn narrow_rung_on_srresnets_last_layer_shape() {
+        // 64 → 3 through 9×9 with padding 4 (a smaller image): every tap tile of 9, one
+        // channel tile of 3, two bands of weight-gradient rows, and what Auto picks there.
+        let g = geom(2, 64, [40, 37], 3, [9, 9], 1, 4, 1).unwrap();
+        check_narrow(&g, 5).unwrap();
+        check_variant(ConvVariant::Auto, &g, 5).unwrap();
     }
 
     /// The fused epilogue gives the bits of the separate ops: forward with its bias, then
