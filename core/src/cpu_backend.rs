@@ -1,7 +1,7 @@
 //! The CPU backend: dtype dispatch, buffer allocation, and the call into `gantry-kernels`.
 //!
-//! f32 runs the fast kernels (`gemm::cpu`, `conv::cpu`, `elementwise::cpu`, `batch_norm::cpu`)
-//! where they exist; f64 (the gradient checks) and every other op run the reference kernels.
+//! f32 runs the fast kernels (`gemm::cpu`, `conv::cpu`, `elementwise::cpu`, `batch_norm::cpu`,
+//! `reduce::cpu`) where they exist; f64 (the gradient checks) and every other op run the reference kernels.
 
 use crate::storage::{CpuElem, CpuStorage};
 use crate::{DType, Error, Result};
@@ -117,7 +117,7 @@ pub fn sum_axes(x: &CpuStorage, shape: &[usize], axes: &[usize]) -> Result<CpuSt
         let x = view::<T>("sum", x)?;
         let out_len = gantry_kernels::reduce::reduced_shape(shape, axes).iter().product();
         let mut out = zeros::<T>(out_len);
-        k::sum_axes(x, shape, axes, &mut out);
+        fast_or_reference!(T, reduce::cpu::sum_axes, k::sum_axes)(x, shape, axes, &mut out);
         Ok(T::wrap(out))
     })
 }
@@ -421,7 +421,7 @@ pub fn prelu(x: &CpuStorage, w: &CpuStorage, [n, c, inner]: [usize; 3]) -> Resul
     with_float!("prelu", x.dtype(), T => {
         let (x, w) = (view::<T>("prelu", x)?, view::<T>("prelu", w)?);
         let mut y = zeros::<T>(x.len());
-        k::prelu_forward(x, w, n, c, inner, &mut y);
+        fast_or_reference!(T, elementwise::cpu::prelu_forward, k::prelu_forward)(x, w, n, c, inner, &mut y);
         Ok(T::wrap(y))
     })
 }
@@ -436,7 +436,7 @@ pub fn prelu_backward(
     with_float!(op, x.dtype(), T => {
         let (x, w, dy) = (view::<T>(op, x)?, view::<T>(op, w)?, view::<T>(op, dy)?);
         let (mut dx, mut dw) = (zeros::<T>(x.len()), zeros::<T>(w.len()));
-        k::prelu_backward(x, w, dy, n, c, inner, &mut dx, &mut dw);
+        fast_or_reference!(T, elementwise::cpu::prelu_backward, k::prelu_backward)(x, w, dy, n, c, inner, &mut dx, &mut dw);
         Ok((T::wrap(dx), T::wrap(dw)))
     })
 }

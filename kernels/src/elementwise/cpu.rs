@@ -164,6 +164,120 @@ pub fn binary<T: Float>(op: BinaryOp, lhs: &[T], rhs: &[T], geom: &BroadcastGeom
     }
 }
 
+/// Planes per parallel task: at least [`CHUNK`] elements each.
+fn planes_per_task(inner: usize) -> usize {
+    CHUNK.div_ceil(inner.max(1))
+}
+
+/// PReLU over `[n, c, inner]`, as [`reference::prelu_forward`] (the same formula, so the same
+/// bits), a few channel planes per parallel task.
+pub fn prelu_forward<T: Float>(
+    x: &[T],
+    weight: &[T],
+    n: usize,
+    c: usize,
+    inner: usize,
+    y: &mut [T],
+) {
+    assert_eq!(x.len(), n * c * inner, "prelu: input length");
+    assert_eq!(y.len(), x.len(), "prelu: output length");
+    assert!(
+        weight.len() == c || weight.len() == 1,
+        "prelu: weight length"
+    );
+    if x.is_empty() {
+        return;
+    }
+    let ppt = planes_per_task(inner);
+    y.par_chunks_mut(ppt * inner)
+        .zip(x.par_chunks(ppt * inner))
+        .enumerate()
+        .for_each(|(t, (y, x))| {
+            for (p, (y, x)) in y.chunks_mut(inner).zip(x.chunks(inner)).enumerate() {
+                let w = weight[if weight.len() == 1 {
+                    0
+                } else {
+                    (t * ppt + p) % c
+                }];
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = if v > T::ZERO { v } else { w * v };
+                }
+            }
+        });
+}
+
+/// PReLU backward, as [`reference::prelu_backward`]: `dx` bit for bit; the weight gradient
+/// with the reference's f64 products, summed per plane with eight partial sums and then
+/// plane after plane per channel, so it differs from the reference only by f64 rounding.
+#[allow(clippy::too_many_arguments)]
+pub fn prelu_backward<T: Float>(
+    x: &[T],
+    weight: &[T],
+    dy: &[T],
+    n: usize,
+    c: usize,
+    inner: usize,
+    dx: &mut [T],
+    dweight: &mut [T],
+) {
+    assert_eq!(x.len(), n * c * inner, "prelu_backward: input length");
+    assert!(
+        dy.len() == x.len() && dx.len() == x.len(),
+        "prelu_backward: lengths"
+    );
+    assert!(
+        weight.len() == c || weight.len() == 1,
+        "prelu_backward: weight length"
+    );
+    assert_eq!(
+        dweight.len(),
+        weight.len(),
+        "prelu_backward: weight gradient length"
+    );
+    let planes = n * c;
+    let mut sums = vec![0f64; planes];
+    if !x.is_empty() {
+        let ppt = planes_per_task(inner);
+        dx.par_chunks_mut(ppt * inner)
+            .zip(x.par_chunks(ppt * inner))
+            .zip(dy.par_chunks(ppt * inner))
+            .zip(sums.par_chunks_mut(ppt))
+            .enumerate()
+            .for_each(|(t, (((dx, x), dy), sums))| {
+                let planes = dx
+                    .chunks_mut(inner)
+                    .zip(x.chunks(inner))
+                    .zip(dy.chunks(inner));
+                for (p, ((dx, x), dy)) in planes.enumerate() {
+                    let w = weight[if weight.len() == 1 {
+                        0
+                    } else {
+                        (t * ppt + p) % c
+                    }];
+                    let mut acc = [0f64; 8];
+                    for (i, ((d, &v), &g)) in dx.iter_mut().zip(x).zip(dy).enumerate() {
+                        // `!(v > 0)`, not `v <= 0`: NaN takes this branch, as in the reference.
+                        if v > T::ZERO {
+                            *d = g;
+                        } else {
+                            *d = w * g;
+                            acc[i % 8] += (g * v).to_f64();
+                        }
+                    }
+                    sums[p] = acc.iter().sum();
+                }
+            });
+    }
+    for (k, d) in dweight.iter_mut().enumerate() {
+        let total: f64 = if weight.len() == 1 {
+            sums.iter().sum()
+        } else {
+            sums.iter().skip(k).step_by(c).sum()
+        };
+        *d = T::from_f64(total);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +352,38 @@ mod tests {
                 binary(bop, &l, &r, &geom, &mut got);
                 reference::binary(bop, &l, &r, &geom, &mut want);
                 prop_assert_eq!(bits(&got), bits(&want));
+            }
+        }
+
+        #[test]
+        fn prelu_as_the_reference(
+            n in 1usize..4, c in 1usize..6, inner in prop_oneof![1usize..40, 16_000usize..20_000],
+            shared in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let len = n * c * inner;
+            let (x, dy) = (awkward(len, seed), values(len, seed ^ 9));
+            let w = values(if shared { 1 } else { c }, seed ^ 11);
+            let (mut got, mut want) = (vec![0f32; len], vec![0f32; len]);
+            prelu_forward(&x, &w, n, c, inner, &mut got);
+            reference::prelu_forward(&x, &w, n, c, inner, &mut want);
+            prop_assert_eq!(bits(&got), bits(&want));
+
+            let (mut dw, mut dw_want) = (vec![f32::NAN; w.len()], vec![0f32; w.len()]);
+            prelu_backward(&x, &w, &dy, n, c, inner, &mut got, &mut dw);
+            reference::prelu_backward(&x, &w, &dy, n, c, inner, &mut want, &mut dw_want);
+            prop_assert_eq!(bits(&got), bits(&want), "dx");
+            // The same f64 products summed in another order: f64 rounding, which may move
+            // the f32 result by one rounding step. NaN inputs make NaN on both sides.
+            let xs: Vec<f32> = x.iter().map(|v| if v.is_nan() { 0.0 } else { v.abs() }).collect();
+            let ys: Vec<f32> = dy.iter().map(|v| v.abs()).collect();
+            let (mut scratch, mut mag) = (vec![0f32; len], vec![0f32; w.len()]);
+            reference::prelu_backward(&xs.iter().map(|v| -v).collect::<Vec<_>>(), &w, &ys, n, c, inner, &mut scratch, &mut mag);
+            for k in 0..w.len() {
+                let (g, e) = (dw[k], dw_want[k]);
+                prop_assert!(
+                    (g.is_nan() && e.is_nan()) || (g - e).abs() <= f32::EPSILON * e.abs() + 1e-12 * mag[k].abs(),
+                    "weight gradient [{k}]: {g} vs {e}"
+                );
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Reductions: sums over any set of axes and the maximum along one axis.
 
+pub mod cpu;
 pub mod cuda;
 pub mod reference;
 
