@@ -170,14 +170,19 @@ mod fast {
         Ok(())
     }
 
-    fn check_variant(v: ConvVariant, g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
+    /// Random `x`, `w`, `dy` and bias for `g`.
+    fn operands(g: &Conv2dGeom, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut s = seed;
-        let (x, w, dy, b) = (
+        (
             rand32(g.input_len(), &mut s),
             rand32(g.weight_len(), &mut s),
             rand32(g.output_len_total(), &mut s),
             rand32(g.c_out, &mut s),
-        );
+        )
+    }
+
+    fn check_variant(v: ConvVariant, g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
+        let (x, w, dy, b) = operands(g, seed);
         let k = g.c_in * g.kh * g.kw;
 
         let (mut got, mut want, mut bound) = (
@@ -285,13 +290,7 @@ mod fast {
     fn check_narrow(g: &Conv2dGeom, seed: u64) -> Result<(), TestCaseError> {
         use super::super::lanes::PackIsa;
         use super::super::narrow::{backward_weight_with, forward_with};
-        let mut s = seed;
-        let (x, w, dy, b) = (
-            rand32(g.input_len(), &mut s),
-            rand32(g.weight_len(), &mut s),
-            rand32(g.output_len_total(), &mut s),
-            rand32(g.c_out, &mut s),
-        );
+        let (x, w, dy, b) = operands(g, seed);
         let mut y_want = vec![0f32; g.output_len_total()];
         let mut y_bound = y_want.clone();
         conv2d_forward(&x, &w, Some(&b), &mut y_want, g);

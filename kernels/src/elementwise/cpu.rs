@@ -179,11 +179,11 @@ pub fn prelu_forward<T: Float>(
     inner: usize,
     y: &mut [T],
 ) {
-    assert_eq!(x.len(), n * c * inner, "prelu: input length");
-    assert_eq!(y.len(), x.len(), "prelu: output length");
-    assert!(
-        weight.len() == c || weight.len() == 1,
-        "prelu: weight length"
+    reference::check_prelu(
+        "prelu",
+        [x.len(), y.len(), y.len()],
+        weight.len(),
+        [n, c, inner],
     );
     if x.is_empty() {
         return;
@@ -220,15 +220,8 @@ pub fn prelu_backward<T: Float>(
     dx: &mut [T],
     dweight: &mut [T],
 ) {
-    assert_eq!(x.len(), n * c * inner, "prelu_backward: input length");
-    assert!(
-        dy.len() == x.len() && dx.len() == x.len(),
-        "prelu_backward: lengths"
-    );
-    assert!(
-        weight.len() == c || weight.len() == 1,
-        "prelu_backward: weight length"
-    );
+    let lens = [x.len(), dy.len(), dx.len()];
+    reference::check_prelu("prelu_backward", lens, weight.len(), [n, c, inner]);
     assert_eq!(
         dweight.len(),
         weight.len(),

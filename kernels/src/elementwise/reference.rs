@@ -42,6 +42,18 @@ pub fn binary<T: Float>(op: BinaryOp, lhs: &[T], rhs: &[T], geom: &BroadcastGeom
     });
 }
 
+/// PReLU's buffer lengths: the three `[n, c, inner]` buffers, and `c` weights or one.
+pub(crate) fn check_prelu(op: &str, lens: [usize; 3], weights: usize, [n, c, inner]: [usize; 3]) {
+    assert!(
+        lens.iter().all(|&l| l == n * c * inner),
+        "{op}: buffer lengths {lens:?} for [{n}, {c}, {inner}]"
+    );
+    assert!(
+        weights == c || weights == 1,
+        "{op}: {weights} weights for {c} channels"
+    );
+}
+
 /// PReLU over an `[n, c, inner]` buffer: `y = x` where `x > 0`, else `weight[c] * x`.
 /// `weight` has `c` entries, or a single entry shared by every channel.
 pub fn prelu_forward<T: Float>(
@@ -52,11 +64,11 @@ pub fn prelu_forward<T: Float>(
     inner: usize,
     y: &mut [T],
 ) {
-    assert_eq!(x.len(), n * c * inner, "prelu: input length");
-    assert_eq!(y.len(), x.len(), "prelu: output length");
-    assert!(
-        weight.len() == c || weight.len() == 1,
-        "prelu: weight length"
+    check_prelu(
+        "prelu",
+        [x.len(), y.len(), y.len()],
+        weight.len(),
+        [n, c, inner],
     );
     for (i, (o, &v)) in y.iter_mut().zip(x).enumerate() {
         let w = weight[if weight.len() == 1 {
@@ -81,10 +93,11 @@ pub fn prelu_backward<T: Float>(
     dx: &mut [T],
     dweight: &mut [T],
 ) {
-    assert_eq!(x.len(), n * c * inner, "prelu_backward: input length");
-    assert!(
-        dy.len() == x.len() && dx.len() == x.len(),
-        "prelu_backward: lengths"
+    check_prelu(
+        "prelu_backward",
+        [x.len(), dy.len(), dx.len()],
+        weight.len(),
+        [n, c, inner],
     );
     assert_eq!(
         dweight.len(),

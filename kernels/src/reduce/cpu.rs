@@ -11,22 +11,13 @@
 //! Either way the result does not depend on the thread count, and it differs from the
 //! reference's one-at-a-time f64 sum only by f64 rounding (far below f32's).
 
-use super::{reduced_shape, reference};
+use super::reference;
 use crate::Float;
 use rayon::prelude::*;
 
 /// `out = Σ over axes of x`, as [`reference::sum_axes`].
 pub fn sum_axes<T: Float>(x: &[T], shape: &[usize], axes: &[usize], out: &mut [T]) {
-    assert_eq!(
-        x.len(),
-        shape.iter().product::<usize>(),
-        "sum: input length"
-    );
-    assert_eq!(
-        out.len(),
-        reduced_shape(shape, axes).iter().product::<usize>(),
-        "sum: output length"
-    );
+    reference::check_sum(x.len(), shape, axes, out.len());
     let Some([a, b, c]) = outer_kept_inner(shape, axes) else {
         return reference::sum_axes(x, shape, axes, out);
     };
@@ -93,6 +84,7 @@ fn outer_kept_inner(shape: &[usize], axes: &[usize]) -> Option<[usize; 3]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reduce::reduced_shape;
     use proptest::prelude::*;
 
     proptest! {

@@ -4,20 +4,21 @@
 use super::{reduced_shape, split_at_axis};
 use crate::Float;
 
+/// A sum's buffer lengths: `x` holds `shape`, `out` the shape with `axes` reduced.
+pub(crate) fn check_sum(x_len: usize, shape: &[usize], axes: &[usize], out_len: usize) {
+    assert_eq!(x_len, shape.iter().product::<usize>(), "sum: input length");
+    assert_eq!(
+        out_len,
+        reduced_shape(shape, axes).iter().product::<usize>(),
+        "sum: output length"
+    );
+}
+
 /// Sums the contiguous `x` of shape `shape` over `axes`; `out` has the shape with those axes set
 /// to 1 (keepdim layout).
 pub fn sum_axes<T: Float>(x: &[T], shape: &[usize], axes: &[usize], out: &mut [T]) {
+    check_sum(x.len(), shape, axes, out.len());
     let out_shape = reduced_shape(shape, axes);
-    assert_eq!(
-        x.len(),
-        shape.iter().product::<usize>(),
-        "sum: input length"
-    );
-    assert_eq!(
-        out.len(),
-        out_shape.iter().product::<usize>(),
-        "sum: output length"
-    );
     // Walk the input in order; each element lands in the output cell whose index has the
     // reduced coordinates dropped, i.e. read the output with stride 0 along reduced axes.
     let out_strides: Vec<usize> = crate::contiguous_strides(&out_shape)
