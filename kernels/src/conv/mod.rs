@@ -300,13 +300,7 @@ impl ConvVariant {
         match self {
             ConvVariant::Direct => Some(lanes::PackIsa::best()),
             ConvVariant::DirectPortable => Some(lanes::PackIsa::Portable),
-            ConvVariant::Auto
-                if winograd::chosen(g, pass)
-                    || winograd_s2::chosen(g, pass)
-                    || narrow::chosen(g, pass) =>
-            {
-                None
-            }
+            ConvVariant::Auto if winograd::chosen(g, pass) || winograd_s2::chosen(g, pass) => None,
             ConvVariant::Narrow => match pass {
                 direct::Pass::Forward if narrow::suits(g) => None,
                 _ => ConvVariant::Auto.direct_isa(g, pass),

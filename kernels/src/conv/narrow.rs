@@ -19,12 +19,14 @@
 //! A tile is `C` output channels × `J` taps `j` of one kernel row (27 accumulators for 3 × 9):
 //! for each 16-pixel vector of `dy` it loads the `C` vectors of `dy` and the `J` shifted input
 //! vectors and does `C·J` FMAs, then sums each accumulator's lanes once at the end. `dy`'s rows
-//! are copied with zeros past `w_out`, so the lanes past the row's end add nothing.
+//! are copied with zeros past `w_out`, and the input vector at a row's end is loaded with its
+//! lanes past `w_out` zeroed, so they add nothing (not even `0 · ∞`).
 //!
 //! **Parallel units and buffers.** The output rows of each image are cut into bands; a unit
 //! copies the input rows its band reads (all channels, `rows + kh − 1` each, padded to
-//! `16·⌈w_out/16⌉ + kw − 1` columns) into a buffer of its thread, where they stay in L2 while
-//! the band is computed. The weight gradient's units each write a partial `dw`, summed in a
+//! `16·⌈w_out/16⌉ + kw − 1` columns) into a buffer of its thread (kept for later calls): a
+//! forward band of 8 rows stays in L2 while it is computed; a weight-gradient band of 32 rows
+//! is read one input channel at a time. The weight gradient's units each write a partial `dw`, summed in a
 //! fixed order at the end, so the result does not depend on the thread count or schedule.
 
 // The tiles index their accumulators by channel and vector together; index loops say so.
@@ -80,6 +82,8 @@ trait Lanes16: Copy {
     unsafe fn load(p: *const f32) -> Self;
     /// `a · b + c`.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
+    /// Loads the first `n` lanes, the rest zero.
+    unsafe fn load_first(p: *const f32, n: usize) -> Self;
     /// Stores the first `n` lanes.
     unsafe fn store(self, p: *mut f32, n: usize);
     unsafe fn sum(self) -> f32;
@@ -97,6 +101,13 @@ impl Lanes16 for Portable {
     unsafe fn load(p: *const f32) -> Self {
         // SAFETY: the caller's contract: 16 readable floats.
         Portable(unsafe { std::ptr::read_unaligned(p as *const [f32; L]) })
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        let mut v = [0.0; L];
+        // SAFETY: the caller's contract: `n ≤ 16` readable floats.
+        unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n) };
+        Portable(v)
     }
     #[inline(always)]
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
@@ -131,6 +142,12 @@ mod x86 {
         unsafe fn load(p: *const f32) -> Self {
             // SAFETY: the caller's contract.
             Avx512(unsafe { _mm512_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn load_first(p: *const f32, n: usize) -> Self {
+            // SAFETY: the caller's contract: the first `n` lanes are readable (the masked
+            // lanes are not touched).
+            Avx512(unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as __mmask16, p) })
         }
         #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
@@ -276,6 +293,9 @@ struct BwTile {
     dy_stride: usize,
     rows: usize,
     vectors: usize,
+    /// Lanes of each row's last vector inside the row (the input past it is not read, so
+    /// an infinity there cannot make `0 · ∞`).
+    last: usize,
     /// `dw` (or a partial) at `(co0, ci, i, j0)`; channels `co_stride` floats apart.
     dw: *mut f32,
     co_stride: usize,
@@ -295,8 +315,14 @@ unsafe fn bw_tile<V: Lanes16, const C: usize, const J: usize>(t: &BwTile) {
             let dr = t.dy.add(r * t.vectors * L);
             for v in 0..t.vectors {
                 let d: [V; C] = std::array::from_fn(|c| V::load(dr.add(c * t.dy_stride + L * v)));
+                let lanes = if v + 1 == t.vectors { t.last } else { L };
                 for j in 0..J {
-                    let xv = V::load(xr.add(L * v + j));
+                    let at = xr.add(L * v + j);
+                    let xv = if lanes == L {
+                        V::load(at)
+                    } else {
+                        V::load_first(at, lanes)
+                    };
                     for c in 0..C {
                         acc[c][j] = V::fma(d[c], xv, acc[c][j]);
                     }
@@ -410,8 +436,9 @@ pub fn conv2d_forward(x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32],
     forward_with(x, w, bias, y, g, PackIsa::best());
 }
 
-/// [`conv2d_forward`] with the given tiles (the tests run both forms).
-pub fn forward_with(
+/// [`conv2d_forward`] with the given tiles (the tests run both forms). Not public: the
+/// AVX-512 tiles must only run where the CPU has them.
+pub(super) fn forward_with(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -428,6 +455,13 @@ pub fn forward_with(
         return;
     }
     let (taps, plane) = (g.c_in * g.kh * g.kw, g.h_out * g.w_out);
+    if taps == 0 {
+        // No input channels: the bias alone.
+        for (i, p) in y.chunks_mut(plane).enumerate() {
+            p.fill(bias.map_or(0.0, |b| b[i % g.c_out]));
+        }
+        return;
+    }
     // Weights per channel tile, tap-major with the tile's channels innermost.
     let tiles = channel_tiles(g.c_out);
     let mut wp = vec![0f32; g.c_out * taps];
@@ -494,7 +528,13 @@ pub fn conv2d_backward_weight(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dG
 }
 
 /// [`conv2d_backward_weight`] with the given tiles.
-pub fn backward_weight_with(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeom, isa: PackIsa) {
+pub(super) fn backward_weight_with(
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    g: &Conv2dGeom,
+    isa: PackIsa,
+) {
     g.assert_buffers("conv2d_backward_weight", [x.len(), dw.len(), dy.len()]);
     check("conv2d_backward_weight", g);
     if dw.is_empty() {
@@ -551,6 +591,7 @@ pub fn backward_weight_with(x: &[f32], dy: &[f32], dw: &mut [f32], g: &Conv2dGeo
                                             dy_stride: dstride,
                                             rows,
                                             vectors,
+                                            last: g.w_out - (vectors - 1) * L,
                                             dw: unit_dw[c0 * taps + (ci * g.kh + i) * g.kw + j0..]
                                                 .as_mut_ptr(),
                                             co_stride: taps,

@@ -340,6 +340,47 @@ mod fast {
         check_variant(ConvVariant::Auto, &g, 5).unwrap();
     }
 
+    #[test]
+    fn narrow_rung_edges() {
+        // 17 weight-gradient units: more than the 16 partials, so one sums two units.
+        let g = geom(17, 2, [5, 20], 3, [3, 3], 1, 1, 1).unwrap();
+        check_narrow(&g, 6).unwrap();
+        // No input channels: the output is the bias.
+        let g = geom(2, 0, [5, 20], 3, [3, 3], 1, 1, 1).unwrap();
+        check_narrow(&g, 7).unwrap();
+    }
+
+    #[test]
+    fn narrow_weight_gradient_reads_no_input_past_the_row() {
+        // An infinity in the input columns just past the output row's end (the row is 17
+        // wide, one pixel into its second vector): the reference never multiplies it, so
+        // neither may the lanes past w_out.
+        use super::super::lanes::PackIsa;
+        use super::super::narrow::backward_weight_with;
+        let g = geom(1, 1, [3, 20], 2, [1, 4], 1, 0, 1).unwrap();
+        assert_eq!(g.w_out, 17);
+        let (mut x, _, dy, _) = operands(&g, 8);
+        for r in 0..3 {
+            x[r * 20 + 17] = f32::INFINITY;
+        }
+        let mut want = vec![0f32; g.weight_len()];
+        conv2d_backward_weight(&x, &dy, &mut want, &g);
+        // Tap j = 0 reads columns 0..17 only, so it stays finite.
+        assert!(want[0].is_finite() && want[4].is_finite());
+        for isa in [PackIsa::Portable, PackIsa::best()] {
+            let mut got = vec![f32::NAN; g.weight_len()];
+            backward_weight_with(&x, &dy, &mut got, &g, isa);
+            for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    a == b
+                        || (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+                        || (a.is_nan() && b.is_nan()),
+                    "{isa:?} dw[{k}]: {a} vs {b}"
+                );
+            }
+        }
+    }
+
     /// The fused epilogue gives the bits of the separate ops: forward with its bias, then
     /// `elementwise::cpu::unary`; backward-data, the bias added per channel, then `unary`
     /// (a transposed convolution's forward as the unfused ops compute it).
