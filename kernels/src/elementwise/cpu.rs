@@ -170,7 +170,7 @@ fn planes_per_task(inner: usize) -> usize {
 }
 
 /// PReLU over `[n, c, inner]`, as [`reference::prelu_forward`] (the same formula, so the same
-/// bits), a few channel planes per parallel task.
+/// bits), whole channel planes per parallel task, at least 16 Ki elements each.
 pub fn prelu_forward<T: Float>(
     x: &[T],
     weight: &[T],
@@ -207,8 +207,9 @@ pub fn prelu_forward<T: Float>(
 }
 
 /// PReLU backward, as [`reference::prelu_backward`]: `dx` bit for bit; the weight gradient
-/// with the reference's f64 products, summed per plane with eight partial sums and then
-/// plane after plane per channel, so it differs from the reference only by f64 rounding.
+/// from the same products (in `T`, widened to f64), summed in f64 with eight partial sums per
+/// plane and then plane after plane per channel, so it differs from the reference only by
+/// f64 rounding.
 #[allow(clippy::too_many_arguments)]
 pub fn prelu_backward<T: Float>(
     x: &[T],
