@@ -614,14 +614,9 @@ pub(super) fn backward_weight_with(
             }
         });
     // The partials in order, so the sum is the same on any thread count.
-    dw.par_chunks_mut(1024).enumerate().for_each(|(k, out)| {
-        let at = k * 1024;
-        for (e, o) in out.iter_mut().enumerate() {
-            *o = (0..parts).map(|p| partial[p * dw_len(g) + at + e]).sum();
-        }
-    });
-}
-
-fn dw_len(g: &Conv2dGeom) -> usize {
-    g.c_out * g.c_in * g.kh * g.kw
+    let len = dw.len();
+    dw.par_iter_mut()
+        .with_min_len(1024)
+        .enumerate()
+        .for_each(|(e, o)| *o = (0..parts).map(|p| partial[p * len + e]).sum());
 }
